@@ -1,0 +1,1 @@
+"""Model backends: the PIPO model, training, decoders and engines."""
