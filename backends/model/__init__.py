@@ -6,8 +6,8 @@ variant registries. Everything here is plain PyTorch over Hugging Face backbones
 
 from pipo_agent.backends.model.checkpoint import load_pipo, save_pipo
 from pipo_agent.backends.model.compressor import COMPRESSORS, build_compressor
-from pipo_agent.backends.model.config import PipoConfig
 from pipo_agent.backends.model.confidence import CONFIDENCE_HEADS, build_confidence_head
+from pipo_agent.backends.model.config import PipoConfig
 from pipo_agent.backends.model.constants import IGNORE_INDEX, PAIR
 from pipo_agent.backends.model.errors import CheckpointError, ModelConfigError, ModelError
 from pipo_agent.backends.model.pipo import PipoModel, PipoOutput

@@ -88,15 +88,17 @@ def load_pipo(directory: str | Path, dtype: torch.dtype = torch.float32) -> Pipo
         raise CheckpointError(f"no {WEIGHTS_NAME} in {directory}")
     model = PipoModel(config)
     file_tensors = load_file(str(weights))
-    state = {_to_module_key(k): v for k, v in file_tensors.items() if not k.startswith(_IGNORED_PREFIXES)}
-    _check_keys(model, state)
+    kept = [k for k in file_tensors if not k.startswith(_IGNORED_PREFIXES)]
+    state = {_to_module_key(k): file_tensors[k] for k in kept}
+    _check_keys(model, state, {_to_module_key(k): k for k in kept})
     model.load_state_dict(state, strict=False)
     if _tied(model):
         model.backbone.tie_weights()
     return model.to(dtype).eval()
 
 
-def _check_keys(model: PipoModel, state: dict[str, torch.Tensor]) -> None:
+def _check_keys(model: PipoModel, state: dict[str, torch.Tensor], file_keys: dict[str, str]) -> None:
+    """`file_keys` maps each module key of `state` back to its name in the file, for the messages."""
     expected = model.state_dict()
     optional = {"backbone.lm_head.weight"} if _tied(model) else set()
     has_compressor = any(k.startswith("compressor.") for k in state)
@@ -104,9 +106,9 @@ def _check_keys(model: PipoModel, state: dict[str, torch.Tensor]) -> None:
         logger.info("checkpoint has no compressor weights: using the neutral initialisation")
         optional |= {k for k in expected if k.startswith("compressor.")}
     missing = sorted(k for k in expected if k not in state and k not in optional)
-    unexpected = sorted(k for k in state if k not in expected)
+    unexpected = sorted(file_keys[k] for k in state if k not in expected)
     wrong = sorted(
-        f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+        f"{file_keys[k]} (checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
         for k in state
         if k in expected and state[k].shape != expected[k].shape
     )
@@ -114,7 +116,7 @@ def _check_keys(model: PipoModel, state: dict[str, torch.Tensor]) -> None:
     if missing:
         problems.append(f"missing keys: {', '.join(_file_names(missing))}")
     if unexpected:
-        problems.append(f"unexpected keys: {', '.join(_file_names(unexpected))}")
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
     if wrong:
         problems.append(f"wrong shapes: {', '.join(wrong)}")
     if problems:

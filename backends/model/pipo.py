@@ -111,7 +111,9 @@ class PipoModel(nn.Module):
             assert output_cache(out) is cache
         return out.last_hidden_state
 
-    def run_mtp(self, token1_ids: torch.Tensor, hidden: torch.Tensor, start: int = 0, cache: Any = None) -> torch.Tensor:
+    def run_mtp(
+        self, token1_ids: torch.Tensor, hidden: torch.Tensor, start: int = 0, cache: Any = None
+    ) -> torch.Tensor:
         """MTP over n positions fed (token1 ids `[B, n]`, backbone hidden `[B, n, H]`); returns `[B, n, H]`."""
         batch, length = token1_ids.shape
         pos = self.positions(batch, start, length)
@@ -132,7 +134,9 @@ class PipoModel(nn.Module):
             return self.confidence_head(hidden, mtp_hidden)
         if draft_ids is None or mtp_logits is None:
             raise ValueError("the token-aware confidence head needs draft_ids and mtp_logits")
-        logprobs = torch.log_softmax(mtp_logits.float(), dim=-1).gather(-1, draft_ids.unsqueeze(-1)).squeeze(-1)
+        logprobs = (
+            torch.log_softmax(mtp_logits.float(), dim=-1).gather(-1, draft_ids.unsqueeze(-1)).squeeze(-1)
+        )
         return self.confidence_head(hidden, mtp_hidden, self.embed_tokens(draft_ids), logprobs)
 
     # ---- teacher-forced forward (training, OPD student, equivalence tests) ----

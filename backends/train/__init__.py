@@ -1,0 +1,1 @@
+"""Training: tokenizer, AR teacher, PIPO SFT and OPD."""

@@ -1,0 +1,112 @@
+"""Typed, frozen configuration of every training run. One object per run; never environment variables.
+
+A pipeline config can be written as a JSON file and every field overridden from the command line.
+"""
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OptimConfig(_Frozen):
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    max_steps: int = Field(1000, ge=1)
+    token_budget: int = Field(8192, ge=64, description="tokens (slots) per optimizer step")
+    save_every: int = Field(200, ge=1)
+    seed: int = 0
+
+
+class DataConfig(_Frozen):
+    train_per_family: int = Field(3000, ge=1)
+    heldout_per_family: int = Field(50, ge=1)
+    families: tuple[str, ...] = ("arithmetic", "conversion", "strings")
+    max_tokens: int = Field(
+        2048, ge=64, description="conversations longer than this are left out of training"
+    )
+    train_seed: int = 1
+    heldout_seed: int = 20_261_125
+    vocab_size: int = Field(1024, ge=64)
+
+
+class TeacherConfig(_Frozen):
+    """The AR teacher, a Qwen3-style decoder trained from scratch."""
+
+    hidden_size: int = 192
+    num_layers: int = 6
+    num_heads: int = 6
+    num_kv_heads: int = 3
+    head_dim: int = 32
+    intermediate_size: int = 576
+    max_position_embeddings: int = 4096
+    optim: OptimConfig = OptimConfig(lr=2e-3, max_steps=1200, token_budget=8192)
+
+
+class LoraSettings(_Frozen):
+    rank: int = Field(32, ge=1)
+    alpha: int = Field(64, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+
+
+class SFTConfig(_Frozen):
+    compressor_type: str = "mlp"
+    confidence_head: str = "hm"
+    max_pad_ratio: float = Field(0.25, ge=0, lt=1, description="per-sample split ratio ~ U[0, max)")
+    lambda_mtp: float = 1.0
+    lambda_conf: float = 1.0
+    lora: LoraSettings | None = None  # None: full fine-tune of backbone and MTP layer
+    optim: OptimConfig = OptimConfig(lr=1e-3, max_steps=600, token_budget=8192)
+
+
+class OPDConfig(_Frozen):
+    rollout_tau: float = Field(0.9, ge=-1, le=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(20, ge=0)
+    max_new_tokens: int = Field(768, ge=1)
+    kl_mode: Literal["full", "topk"] = "full"
+    topk: int = Field(32, ge=1)
+    lambda_mtp: float = 1.0
+    lambda_conf: float = 1.0
+    rollouts_per_step: int = Field(4, ge=1)
+    optim: OptimConfig = OptimConfig(lr=2e-4, max_steps=60, warmup_ratio=0.0, save_every=20)
+
+
+class PipelineConfig(_Frozen):
+    out_dir: str = "artifacts/default-model"
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    sft: SFTConfig = SFTConfig()
+    opd: OPDConfig = OPDConfig()
+    threads: int = Field(2, ge=1)
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    ) -> "PipelineConfig":
+        data: dict[str, Any] = json.loads(Path(path).read_text()) if path else {}
+        for dotted, value in (overrides or {}).items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return cls.model_validate(data)

@@ -1,0 +1,131 @@
+"""One command from nothing to the shipped default model:
+
+    tasks -> tokenizer -> AR teacher -> PIPO SFT -> PIPO OPD -> checkpoint (+ tokenizer) in `out_dir/pipo`
+
+Each stage writes `out_dir/<stage>/final`; a rerun skips finished stages and resumes an interrupted one
+from its last periodic checkpoint. Timings, sizes and parameter counts go to `out_dir/manifest.json`.
+"""
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from pipo_agent.backends.model.checkpoint import load_pipo, save_pipo
+from pipo_agent.backends.train.config import PipelineConfig
+from pipo_agent.backends.train.data import TurnSample, conversation_sequence, conversation_turns
+from pipo_agent.backends.train.opd import train_opd
+from pipo_agent.backends.train.sft import student_from_teacher, train_sft
+from pipo_agent.backends.train.teacher import train_teacher
+from pipo_agent.backends.train.tokenizer import build_tokenizer, save_tokenizer
+from pipo_agent.tasks.registry import generate_tasks, solve
+
+logger = logging.getLogger(__name__)
+
+
+def _conversations(
+    cfg: PipelineConfig, seed: int, per_family: int
+) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    out = []
+    for family in cfg.data.families:
+        for task in generate_tasks(family, per_family, seed=seed):
+            trajectory = solve(task)
+            out.append(([dict(m) for m in trajectory.messages], [dict(t) for t in trajectory.tools]))
+    return out
+
+
+def _tokenizer(cfg: PipelineConfig, convs: list[Any], out: Path) -> PreTrainedTokenizerBase:
+    path = out / "tokenizer"
+    if (path / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    from pipo_agent.tasks.chat_format import render_chat
+
+    texts = [render_chat(msgs, tools, add_generation_prompt=False) for msgs, tools in convs]
+    tok = build_tokenizer(texts, vocab_size=cfg.data.vocab_size)
+    save_tokenizer(tok, path)
+    return tok
+
+
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pipeline_config.json").write_text(cfg.model_dump_json(indent=2))
+    manifest: dict[str, Any] = {"stages": {}}
+    t0 = time.time()
+
+    convs = _conversations(cfg, cfg.data.train_seed, cfg.data.train_per_family)
+    tok = _tokenizer(cfg, convs, out)
+    pad, eos = int(tok.pad_token_id), int(tok.eos_token_id)
+    eos_ids = tuple(sorted({eos, int(tok.convert_tokens_to_ids("<|endoftext|>"))}))
+    sequences = [conversation_sequence(tok, m, t) for m, t in convs]
+    sequences = [s for s in sequences if len(s[0]) <= cfg.data.max_tokens]
+    turns: list[TurnSample] = [
+        turn
+        for m, t in convs
+        for turn in conversation_turns(tok, m, t)
+        if len(turn.prompt_ids) + len(turn.response_ids) <= cfg.data.max_tokens
+    ]
+    manifest["data"] = {
+        "conversations": len(convs),
+        "teacher_sequences": len(sequences),
+        "teacher_tokens": sum(len(s[0]) for s in sequences),
+        "sft_turns": len(turns),
+        "sft_tokens": sum(len(t.prompt_ids) + len(t.response_ids) for t in turns),
+        "seconds": round(time.time() - t0, 1),
+    }
+    logger.info("data: %s", manifest["data"])
+
+    stage_t = time.time()
+    teacher_dir = out / "teacher"
+    if (teacher_dir / "final" / "config.json").is_file():
+        teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir / "final")).float().eval()
+    else:
+        teacher = train_teacher(cfg.teacher, tok, sequences, teacher_dir)
+    manifest["stages"]["teacher"] = round(time.time() - stage_t, 1)
+
+    stage_t = time.time()
+    sft_dir = out / "sft"
+    if (sft_dir / "final" / "config.json").is_file():
+        student = load_pipo(sft_dir / "final")
+    else:
+        student = student_from_teacher(cfg.sft, teacher, pad, eos_ids)
+        student = train_sft(cfg.sft, student, turns, sft_dir)
+    manifest["stages"]["sft"] = round(time.time() - stage_t, 1)
+
+    stage_t = time.time()
+    opd_dir = out / "opd"
+    if (opd_dir / "final" / "config.json").is_file():
+        student = load_pipo(opd_dir / "final")
+    else:
+        opd_convs = _conversations(cfg, cfg.data.train_seed + 1, max(1, cfg.data.train_per_family // 10))
+        prompts = [
+            turn.prompt_ids
+            for m, t in opd_convs
+            for turn in conversation_turns(tok, m, t)
+            if len(turn.prompt_ids) + len(turn.response_ids) <= cfg.data.max_tokens
+        ]
+        student = train_opd(cfg.opd, student, teacher, prompts, opd_dir)
+    manifest["stages"]["opd"] = round(time.time() - stage_t, 1)
+
+    final = out / "pipo"
+    if final.exists():
+        shutil.rmtree(final)
+    save_pipo(student, final)
+    save_tokenizer(tok, final)
+    teacher.save_pretrained(out / "teacher" / "final")
+    manifest["total_seconds"] = round(time.time() - t0, 1)
+    manifest["checkpoint_mb"] = round(_size_mb(final), 2)
+    manifest["student_parameters"] = sum(p.numel() for p in student.parameters())
+    manifest["teacher_parameters"] = sum(p.numel() for p in teacher.parameters())
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest

@@ -1,0 +1,71 @@
+"""Stage 2: PIPO SFT — a student made from the AR teacher learns pairs with re-pairing PAD augmentation."""
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel
+
+from pipo_agent.backends.model.checkpoint import save_pipo
+from pipo_agent.backends.model.constants import PAIR
+from pipo_agent.backends.model.pipo import PipoModel
+from pipo_agent.backends.train.augment import pair_response
+from pipo_agent.backends.train.batching import EpochSchedule, collate
+from pipo_agent.backends.train.config import SFTConfig
+from pipo_agent.backends.train.data import TurnSample
+from pipo_agent.backends.train.loop import train
+from pipo_agent.backends.train.lora import add_lora, merge_lora
+from pipo_agent.backends.train.losses import sft_losses
+
+
+def freeze_embeddings(model: PipoModel) -> None:
+    """Embeddings and the LM head (tied or not) stay frozen in every PIPO stage."""
+    model.embed_tokens.weight.requires_grad_(False)
+    model.lm_head.weight.requires_grad_(False)
+
+
+def student_from_teacher(
+    cfg: SFTConfig, teacher: PreTrainedModel, pad_id: int, eos_ids: tuple[int, ...]
+) -> PipoModel:
+    return PipoModel.from_teacher(
+        teacher,
+        pad_token_id=pad_id,
+        eos_token_ids=eos_ids,
+        compressor_type=cfg.compressor_type,
+        confidence_head=cfg.confidence_head,
+    )
+
+
+def train_sft(
+    cfg: SFTConfig,
+    model: PipoModel,
+    turns: Sequence[TurnSample],
+    work_dir: str | Path,
+) -> PipoModel:
+    work = Path(work_dir)
+    pad = model.config.pad_token_id
+    if cfg.lora is not None:
+        add_lora(model, cfg.lora)
+    freeze_embeddings(model)
+    # Splits lengthen a sequence by at most max_pad_ratio of its response; budget for the expected growth.
+    lengths = [int(len(t.prompt_ids) + 1 + len(t.response_ids) * (1 + cfg.max_pad_ratio / 2)) for t in turns]
+    schedule = EpochSchedule(lengths, cfg.optim.token_budget, cfg.optim.seed)
+    gen = torch.Generator().manual_seed(cfg.optim.seed)
+
+    def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        rng = random.Random(cfg.optim.seed * 7919 + step)
+        seqs = []
+        for i in schedule.batch(step):
+            ratio = rng.uniform(0.0, cfg.max_pad_ratio)
+            sample = pair_response(turns[i].prompt_ids, turns[i].response_ids, pad, ratio, rng)
+            seqs.append((sample.input_ids, sample.labels))
+        ids, labels = collate(seqs, pad, multiple=PAIR)
+        parts = sft_losses(model, model(ids), labels, cfg.lambda_mtp, cfg.lambda_conf, gen)
+        return parts.total, {"bb": float(parts.backbone), "mtp": float(parts.mtp), "conf": float(parts.conf)}
+
+    train(model, step_fn, cfg.optim, work, desc="pipo-sft")
+    if cfg.lora is not None:
+        merge_lora(model)
+    save_pipo(model, work / "final")
+    return model
