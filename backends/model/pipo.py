@@ -128,22 +128,27 @@ class PipoModel(nn.Module):
         mtp_hidden: torch.Tensor,
         draft_ids: torch.Tensor | None = None,
         mtp_logits: torch.Tensor | None = None,
+        head: nn.Module | None = None,
     ) -> torch.Tensor:
-        """Raw confidence logit per position; the token-aware head also needs the draft and MTP logits."""
-        if not getattr(self.confidence_head, "uses_draft", False):
-            return self.confidence_head(hidden, mtp_hidden)
+        """Raw confidence logit per position; the token-aware head also needs the draft and MTP logits.
+
+        `head` evaluates another confidence head on this model's states (ablations train one alongside).
+        """
+        head = self.confidence_head if head is None else head
+        if not getattr(head, "uses_draft", False):
+            return head(hidden, mtp_hidden)
         if draft_ids is None or mtp_logits is None:
             raise ValueError("the token-aware confidence head needs draft_ids and mtp_logits")
         logprobs = (
             torch.log_softmax(mtp_logits.float(), dim=-1).gather(-1, draft_ids.unsqueeze(-1)).squeeze(-1)
         )
-        return self.confidence_head(hidden, mtp_hidden, self.embed_tokens(draft_ids), logprobs)
+        return head(hidden, mtp_hidden, self.embed_tokens(draft_ids), logprobs)
 
     # ---- teacher-forced forward (training, OPD student, equivalence tests) ----
 
     def forward(self, input_ids: torch.Tensor) -> PipoOutput:
         """`input_ids [B, T]`, T even. Right padding needs no mask: attention is causal."""
-        batch, total = input_ids.shape
+        _, total = input_ids.shape
         if total % PAIR or total < 2 * PAIR:
             raise ValueError(f"PIPO forward needs an even length of at least {2 * PAIR} slots, got {total}")
         hidden = self.run_backbone(self.compress(input_ids))  # [B, L, H]

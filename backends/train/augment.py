@@ -20,7 +20,7 @@ class PairedSample:
 
 
 def pad_prompt(prompt_ids: list[int], pad_id: int) -> list[int]:
-    return prompt_ids + [pad_id] if len(prompt_ids) % PAIR else list(prompt_ids)
+    return [*prompt_ids, pad_id] if len(prompt_ids) % PAIR else list(prompt_ids)
 
 
 def pair_response(

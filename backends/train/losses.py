@@ -6,6 +6,7 @@ Every mean is a token mean over that loss's own valid positions. Confidence targ
 inputs are detached.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ class LossParts:
     conf: torch.Tensor
     n_backbone: int
     n_mtp: int
+    extra_conf: tuple[torch.Tensor, ...] = ()
 
 
 def targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,13 +52,33 @@ def conf_loss(
     draft_ids: torch.Tensor,
     conf_target: torch.Tensor,
     valid: torch.Tensor,
+    head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """BCE of the confidence head on detached inputs against a detached target in [0, 1]."""
+    """BCE of a confidence head (the model's own by default) on detached inputs against a detached
+    target in [0, 1]."""
     h = out.hidden[:, :-1].detach()
     m = out.mtp_hidden.detach()
-    logits = model.confidence_logits(h, m, draft_ids.clamp(min=0), out.logits2.detach())
+    logits = model.confidence_logits(h, m, draft_ids.clamp(min=0), out.logits2.detach(), head=head)
     bce = F.binary_cross_entropy_with_logits(logits.float(), conf_target.detach().float(), reduction="none")
     return masked_mean(bce, valid)
+
+
+def sft_conf_target(
+    head: torch.nn.Module, logits2: torch.Tensor, y_mtp: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(draft ids, target) for a confidence head in SFT.
+
+    The published `hm` head learns q = p_s(gold), the expected acceptance under a deterministic teacher.
+    The token-aware head is trained on a draft y sampled from p_s with the target 1[y == gold], the
+    acceptance of that very token.
+    """
+    with torch.no_grad():
+        probs = torch.softmax(logits2.float(), dim=-1)
+        if getattr(head, "uses_draft", False):
+            draft = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(y_mtp.shape)
+            return draft, (draft == y_mtp).float()
+        draft = y_mtp.clamp(min=0)
+        return draft, probs.gather(-1, draft.unsqueeze(-1)).squeeze(-1)
 
 
 def sft_losses(
@@ -66,33 +88,25 @@ def sft_losses(
     lambda_mtp: float = 1.0,
     lambda_conf: float = 1.0,
     generator: torch.Generator | None = None,
+    extra_heads: Sequence[torch.nn.Module] = (),
 ) -> LossParts:
-    """L_bb + λ_mtp L_mtp + λ_conf L_conf.
-
-    Confidence target: for the published `hm` head, q = p_s(gold) (the expected acceptance under a
-    deterministic teacher). The token-aware head is trained on a draft y sampled from p_s with the target
-    1[y == gold], the acceptance of that very token.
-    """
+    """L_bb + λ_mtp L_mtp + λ_conf L_conf (+ λ_conf per extra head trained alongside, on detached inputs)."""
     y_bb, y_mtp = targets(labels)
     bb, bb_valid = ce(out.logits1, y_bb)
     mtp, mtp_valid = ce(out.logits2, y_mtp)
-    with torch.no_grad():
-        probs = torch.softmax(out.logits2.float(), dim=-1)
-        if getattr(model.confidence_head, "uses_draft", False):
-            draft = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(y_mtp.shape)
-            target = (draft == y_mtp).float()
-        else:
-            draft = y_mtp.clamp(min=0)
-            target = probs.gather(-1, draft.unsqueeze(-1)).squeeze(-1)
-    conf = conf_loss(model, out, draft, target, mtp_valid)
+    confs = []
+    for head in (model.confidence_head, *extra_heads):
+        draft, target = sft_conf_target(head, out.logits2, y_mtp, generator)
+        confs.append(conf_loss(model, out, draft, target, mtp_valid, head=head))
     l_bb, l_mtp = masked_mean(bb, bb_valid), masked_mean(mtp, mtp_valid)
     return LossParts(
-        total=l_bb + lambda_mtp * l_mtp + lambda_conf * conf,
+        total=l_bb + lambda_mtp * l_mtp + lambda_conf * sum(confs, torch.zeros(())),
         backbone=l_bb.detach(),
         mtp=l_mtp.detach(),
-        conf=conf.detach(),
+        conf=confs[0].detach(),
         n_backbone=int(bb_valid.sum()),
         n_mtp=int(mtp_valid.sum()),
+        extra_conf=tuple(c.detach() for c in confs[1:]),
     )
 
 
@@ -155,6 +169,7 @@ def opd_losses(
     topk: int = 32,
     lambda_mtp: float = 1.0,
     lambda_conf: float = 1.0,
+    extra_heads: Sequence[torch.nn.Module] = (),
 ) -> LossParts:
     """On-policy distillation losses for one rollout `[1, T]` (PIPO_SPEC Part B §3.3, Part A §A3).
 
@@ -176,10 +191,15 @@ def opd_losses(
     kl_bb = reverse_kl(out.logits1, t_bb, kl_mode, topk)
     kl_mtp = reverse_kl(out.logits2, t_mtp, kl_mode, topk)
     alpha = acceptance(out.logits2, t_mtp, filled.clamp(min=0))
-    conf = conf_loss(model, out, filled.clamp(min=0), alpha, mtp_valid)
+    draft = filled.clamp(min=0)
+    confs = [
+        conf_loss(model, out, draft, alpha, mtp_valid, head=h) for h in (model.confidence_head, *extra_heads)
+    ]
+    conf = confs[0]
     l_bb, l_mtp = masked_mean(kl_bb, bb_valid), masked_mean(kl_mtp, mtp_valid)
     return LossParts(
-        total=l_bb + lambda_mtp * l_mtp + lambda_conf * conf,
+        extra_conf=tuple(c.detach() for c in confs[1:]),
+        total=l_bb + lambda_mtp * l_mtp + lambda_conf * sum(confs, torch.zeros(())),
         backbone=l_bb.detach(),
         mtp=l_mtp.detach(),
         conf=conf.detach(),

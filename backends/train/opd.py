@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel
 
 from pipo_agent.backends.decode import PipoReferenceDecoder, SamplingParams
@@ -17,7 +18,7 @@ from pipo_agent.backends.train.augment import rollout_sample
 from pipo_agent.backends.train.config import OPDConfig
 from pipo_agent.backends.train.loop import train
 from pipo_agent.backends.train.losses import opd_losses, pad_compacted_teacher_logits
-from pipo_agent.backends.train.sft import freeze_embeddings
+from pipo_agent.backends.train.sft import freeze_embeddings, head_name, with_head
 
 
 def train_opd(
@@ -26,6 +27,7 @@ def train_opd(
     teacher: PreTrainedModel,
     prompts: Sequence[list[int]],
     work_dir: str | Path,
+    extra_heads: Sequence[nn.Module] = (),
 ) -> PipoModel:
     work = Path(work_dir)
     pad = model.config.pad_token_id
@@ -66,15 +68,22 @@ def train_opd(
                 cfg.topk,
                 cfg.lambda_mtp,
                 cfg.lambda_conf,
+                extra_heads,
             )
             total = total + parts.total / cfg.rollouts_per_step
             stats["kl_bb"] += float(parts.backbone) / cfg.rollouts_per_step
             stats["kl_mtp"] += float(parts.mtp) / cfg.rollouts_per_step
             stats["conf"] += float(parts.conf) / cfg.rollouts_per_step
+            for head, value in zip(extra_heads, parts.extra_conf, strict=True):
+                key = f"conf_{head_name(head)}"
+                stats[key] = stats.get(key, 0.0) + float(value) / cfg.rollouts_per_step
             proposed = max(1, result.stats.drafts_proposed)
             stats["commit"] += result.stats.drafts_committed / proposed / cfg.rollouts_per_step
         return total, stats
 
-    train(model, step_fn, cfg.optim, work, desc="pipo-opd")
+    container = nn.ModuleDict({"model": model, "extra_heads": nn.ModuleList(extra_heads)})
+    train(container, step_fn, cfg.optim, work, desc="pipo-opd")
     save_pipo(model, work / "final")
+    for head in extra_heads:
+        save_pipo(with_head(model, head, head_name(head)), work / f"final-{head_name(head)}")
     return model

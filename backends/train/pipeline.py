@@ -17,25 +17,24 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from pipo_agent.backends.model.checkpoint import load_pipo, save_pipo
+from pipo_agent.backends.model.confidence import build_confidence_head
 from pipo_agent.backends.train.config import PipelineConfig
 from pipo_agent.backends.train.data import TurnSample, conversation_sequence, conversation_turns
 from pipo_agent.backends.train.opd import train_opd
 from pipo_agent.backends.train.sft import student_from_teacher, train_sft
 from pipo_agent.backends.train.teacher import train_teacher
 from pipo_agent.backends.train.tokenizer import build_tokenizer, save_tokenizer
-from pipo_agent.tasks.registry import generate_tasks, solve
+from pipo_agent.tasks import generate_mixture, render_chat, solve
 
 logger = logging.getLogger(__name__)
 
 
-def _conversations(
-    cfg: PipelineConfig, seed: int, per_family: int
-) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+def _conversations(n: int, seed: int) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Gold conversations of `n` tasks from the default family/difficulty mixture."""
     out = []
-    for family in cfg.data.families:
-        for task in generate_tasks(family, per_family, seed=seed):
-            trajectory = solve(task)
-            out.append(([dict(m) for m in trajectory.messages], [dict(t) for t in trajectory.tools]))
+    for task in generate_mixture(n, seed=seed):
+        trajectory = solve(task)
+        out.append(([dict(m) for m in trajectory.messages], [dict(t) for t in trajectory.tools]))
     return out
 
 
@@ -43,8 +42,6 @@ def _tokenizer(cfg: PipelineConfig, convs: list[Any], out: Path) -> PreTrainedTo
     path = out / "tokenizer"
     if (path / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(path))
-    from pipo_agent.tasks.chat_format import render_chat
-
     texts = [render_chat(msgs, tools, add_generation_prompt=False) for msgs, tools in convs]
     tok = build_tokenizer(texts, vocab_size=cfg.data.vocab_size)
     save_tokenizer(tok, path)
@@ -63,7 +60,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     manifest: dict[str, Any] = {"stages": {}}
     t0 = time.time()
 
-    convs = _conversations(cfg, cfg.data.train_seed, cfg.data.train_per_family)
+    convs = _conversations(cfg.data.train_tasks, cfg.data.train_seed)
     tok = _tokenizer(cfg, convs, out)
     pad, eos = int(tok.pad_token_id), int(tok.eos_token_id)
     eos_ids = tuple(sorted({eos, int(tok.convert_tokens_to_ids("<|endoftext|>"))}))
@@ -95,11 +92,16 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
     stage_t = time.time()
     sft_dir = out / "sft"
+    ablation = cfg.ablation_head
+    if ablation == cfg.sft.confidence_head:
+        ablation = None
     if (sft_dir / "final" / "config.json").is_file():
         student = load_pipo(sft_dir / "final")
+        extra = [load_pipo(sft_dir / f"final-{ablation}").confidence_head] if ablation else []
     else:
         student = student_from_teacher(cfg.sft, teacher, pad, eos_ids)
-        student = train_sft(cfg.sft, student, turns, sft_dir)
+        extra = [build_confidence_head(ablation, student.config.hidden_size)] if ablation else []
+        student = train_sft(cfg.sft, student, turns, sft_dir, extra)
     manifest["stages"]["sft"] = round(time.time() - stage_t, 1)
 
     stage_t = time.time()
@@ -107,14 +109,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if (opd_dir / "final" / "config.json").is_file():
         student = load_pipo(opd_dir / "final")
     else:
-        opd_convs = _conversations(cfg, cfg.data.train_seed + 1, max(1, cfg.data.train_per_family // 10))
+        opd_convs = _conversations(cfg.data.opd_tasks, cfg.data.train_seed + 1)
         prompts = [
             turn.prompt_ids
             for m, t in opd_convs
             for turn in conversation_turns(tok, m, t)
             if len(turn.prompt_ids) + len(turn.response_ids) <= cfg.data.max_tokens
         ]
-        student = train_opd(cfg.opd, student, teacher, prompts, opd_dir)
+        student = train_opd(cfg.opd, student, teacher, prompts, opd_dir, extra)
     manifest["stages"]["opd"] = round(time.time() - stage_t, 1)
 
     final = out / "pipo"
@@ -122,6 +124,12 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         shutil.rmtree(final)
     save_pipo(student, final)
     save_tokenizer(tok, final)
+    if ablation:
+        variant = out / f"pipo-{ablation}"
+        if variant.exists():
+            shutil.rmtree(variant)
+        shutil.copytree(opd_dir / f"final-{ablation}", variant)
+        save_tokenizer(tok, variant)
     teacher.save_pretrained(out / "teacher" / "final")
     manifest["total_seconds"] = round(time.time() - t0, 1)
     manifest["checkpoint_mb"] = round(_size_mb(final), 2)

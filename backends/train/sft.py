@@ -1,10 +1,12 @@
 """Stage 2: PIPO SFT — a student made from the AR teacher learns pairs with re-pairing PAD augmentation."""
 
+import copy
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel
 
 from pipo_agent.backends.model.checkpoint import save_pipo
@@ -37,12 +39,27 @@ def student_from_teacher(
     )
 
 
+def with_head(model: PipoModel, head: nn.Module, name: str) -> PipoModel:
+    """A copy of `model` whose confidence head is `head` (registered as `name`)."""
+    variant = copy.deepcopy(model)
+    variant.confidence_head = copy.deepcopy(head)
+    variant.config = model.config.model_copy(update={"confidence_head": name})
+    return variant
+
+
+def head_name(head: nn.Module) -> str:
+    return "token" if getattr(head, "uses_draft", False) else "hm"
+
+
 def train_sft(
     cfg: SFTConfig,
     model: PipoModel,
     turns: Sequence[TurnSample],
     work_dir: str | Path,
+    extra_heads: Sequence[nn.Module] = (),
 ) -> PipoModel:
+    """SFT of `model`; `extra_heads` (other confidence-head variants) learn alongside on detached
+    inputs — they do not change the model — and are saved as `final-<variant>` checkpoints."""
     work = Path(work_dir)
     pad = model.config.pad_token_id
     if cfg.lora is not None:
@@ -61,11 +78,18 @@ def train_sft(
             sample = pair_response(turns[i].prompt_ids, turns[i].response_ids, pad, ratio, rng)
             seqs.append((sample.input_ids, sample.labels))
         ids, labels = collate(seqs, pad, multiple=PAIR)
-        parts = sft_losses(model, model(ids), labels, cfg.lambda_mtp, cfg.lambda_conf, gen)
-        return parts.total, {"bb": float(parts.backbone), "mtp": float(parts.mtp), "conf": float(parts.conf)}
+        parts = sft_losses(model, model(ids), labels, cfg.lambda_mtp, cfg.lambda_conf, gen, extra_heads)
+        metrics = {"bb": float(parts.backbone), "mtp": float(parts.mtp), "conf": float(parts.conf)}
+        metrics.update(
+            {f"conf_{head_name(h)}": float(c) for h, c in zip(extra_heads, parts.extra_conf, strict=True)}
+        )
+        return parts.total, metrics
 
-    train(model, step_fn, cfg.optim, work, desc="pipo-sft")
+    container = nn.ModuleDict({"model": model, "extra_heads": nn.ModuleList(extra_heads)})
+    train(container, step_fn, cfg.optim, work, desc="pipo-sft")
     if cfg.lora is not None:
         merge_lora(model)
     save_pipo(model, work / "final")
+    for head in extra_heads:
+        save_pipo(with_head(model, head, head_name(head)), work / f"final-{head_name(head)}")
     return model

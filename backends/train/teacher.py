@@ -51,7 +51,7 @@ def train_teacher(
         logits = model(input_ids=ids).logits[:, :-1]
         target = labels[:, 1:]
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
-        return loss, {"loss": float(loss), "n_tokens": float((target != IGNORE_INDEX).sum())}
+        return loss, {"loss": float(loss.detach()), "n_tokens": float((target != IGNORE_INDEX).sum())}
 
     train(model, step_fn, cfg.optim, work, desc="teacher")
     model.save_pretrained(work / "final")

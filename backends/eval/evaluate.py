@@ -1,0 +1,318 @@
+"""The evaluation: accuracy, speed and calibration of PIPO against its AR teacher on held-out tasks.
+
+Held-out tasks are `generate_tasks(family, n, seed=HELDOUT_SEED)` (training uses other seeds). Every system
+(the AR teacher, then each PIPO checkpoint at each tau) solves every task k times with the tool loop, with
+the same seed per (task, sample), so systems are compared on paired samples. Per family and overall:
+avg@k (mean correctness), pass@k (share of tasks with a correct sample), tokens per step, drafts proposed
+and committed, mean TPOT and tokens/s, and the confidence head's ECE against measured acceptance (see
+:mod:`~pipo_agent.backends.eval.calibration`). Writes `eval.json` (config, rows, calibration, timings) and
+`eval.png` into `out_dir`.
+"""
+
+import json
+import logging
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from pipo_agent.backends.decode import ARDecoder, PipoReferenceDecoder, SamplingParams
+from pipo_agent.backends.eval.calibration import (
+    Calibration,
+    draft_acceptance,
+    expected_calibration_error,
+)
+from pipo_agent.backends.eval.tool_loop import LoopStats, StreamingDecoder, solve_with_tools
+from pipo_agent.backends.model import PipoModel, load_pipo
+from pipo_agent.backends.train.tokenizer import load_tokenizer
+from pipo_agent.tasks import Task, check, family_names, generate_tasks
+
+logger = logging.getLogger(__name__)
+
+HELDOUT_SEED: Final = 20261125
+DEFAULT_TAUS: Final = (-1.0, 0.5, 0.8, 0.9, 0.95, 1.0)
+TEACHER: Final = "teacher"
+MAIN: Final = "pipo"
+ALL_FAMILIES: Final = "all"
+JSON_NAME: Final = "eval.json"
+PLOT_NAME: Final = "eval.png"
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_dir: Path  # PIPO checkpoint with its tokenizer files
+    teacher_dir: Path | None = None  # without it: no AR row and no calibration
+    out_dir: Path = Path("eval")
+    extra_models: dict[str, Path] = {}  # more PIPO checkpoints (e.g. other confidence heads), same tokenizer
+    families: tuple[str, ...] = ()  # empty: every family
+    n: int = Field(20, ge=1)  # tasks per family
+    k: int = Field(4, ge=1)  # samples per task
+    taus: tuple[float, ...] = DEFAULT_TAUS
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(20, ge=0)
+    max_new_tokens: int = Field(512, ge=1)  # per turn
+    max_turns: int = Field(8, ge=1)
+    seed: int = HELDOUT_SEED
+    num_bins: int = Field(10, ge=1)
+    device: str = "cpu"
+    progress: bool = True
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(family_names()))
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; valid: {', '.join(family_names())}")
+        return value
+
+    @field_validator("taus")
+    @classmethod
+    def _valid_taus(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(not -1.0 <= t <= 1.0 for t in value):
+            raise ValueError(f"taus must be a non-empty list of values in [-1, 1], got {list(value)}")
+        return value
+
+    @field_validator("extra_models")
+    @classmethod
+    def _free_names(cls, value: dict[str, Path]) -> dict[str, Path]:
+        taken = sorted({TEACHER, MAIN} & set(value))
+        if taken:
+            raise ValueError(f"extra model names {taken} are reserved")
+        return value
+
+    def family_list(self) -> list[str]:
+        return list(self.families) or family_names()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One conversation: a system at a tau (None for the AR teacher) on one sample of one task."""
+
+    system: str
+    tau: float | None
+    family: str
+    task: int
+    sample: int
+    correct: bool
+    stats: LoopStats
+    stop: str
+    scored: tuple[tuple[float, float], ...]  # (conf, α) of every proposed draft
+
+
+def sample_seed(task: Task, sample: int) -> int:
+    return (task.seed * 1_000_003 + sample) % 2**63
+
+
+def load_teacher(directory: str | Path, device: str = "cpu") -> PreTrainedModel:
+    model = AutoModelForCausalLM.from_pretrained(str(directory))
+    return cast(PreTrainedModel, model.float().eval().to(device))  # type: ignore[no-untyped-call]
+
+
+def _params(config: EvalConfig, task: Task, sample: int, tau: float | None) -> SamplingParams:
+    return SamplingParams(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        seed=sample_seed(task, sample),
+        max_new_tokens=config.max_new_tokens,
+        tau=1.0 if tau is None else tau,
+        logprobs=tau is not None,  # PIPO runs need the drafts' log-probs for calibration
+    )
+
+
+def run_system(
+    name: str,
+    tau: float | None,
+    decoder: StreamingDecoder,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: dict[str, list[Task]],
+    config: EvalConfig,
+    teacher: PreTrainedModel | None = None,
+    pad_token_id: int | None = None,
+) -> tuple[list[RunRecord], float, float]:
+    """Every sample of every task; returns (records, decode seconds, scoring seconds). With a teacher and
+    a PIPO decoder (`pad_token_id` given), every proposed draft is scored for calibration."""
+    records, decode_s, score_s = [], 0.0, 0.0
+    total = sum(len(v) for v in tasks.values()) * config.k
+    label = name if tau is None else f"{name} tau={tau:g}"
+    with tqdm(total=total, desc=label, disable=not config.progress) as bar:
+        for family, family_tasks in tasks.items():
+            for index, task in enumerate(family_tasks):
+                for sample in range(config.k):
+                    start = time.perf_counter()
+                    result = solve_with_tools(
+                        decoder,
+                        tokenizer,
+                        task.question,
+                        params=_params(config, task, sample, tau),
+                        max_turns=config.max_turns,
+                    )
+                    decode_s += time.perf_counter() - start
+                    start = time.perf_counter()
+                    scored: list[tuple[float, float]] = []
+                    if teacher is not None and pad_token_id is not None:
+                        for turn in result.turns:
+                            scored += draft_acceptance(teacher, turn.prompt_ids, turn.steps, pad_token_id)
+                    score_s += time.perf_counter() - start
+                    correct = check(task, result.final_text)
+                    records.append(
+                        RunRecord(
+                            name,
+                            tau,
+                            family,
+                            index,
+                            sample,
+                            correct,
+                            result.stats,
+                            result.stop,
+                            tuple(scored),
+                        )
+                    )
+                    bar.update()
+    return records, decode_s, score_s
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def calibration_dict(cal: Calibration) -> dict[str, Any]:
+    return {
+        "ece": cal.ece,
+        "count": cal.count,
+        "bins": [vars(b) for b in cal.bins],
+    }
+
+
+def summarize(records: Sequence[RunRecord], num_bins: int = 10) -> dict[str, Any]:
+    """The metrics of one group of runs (one system, one tau, one family or all)."""
+    by_task: dict[tuple[str, int], list[bool]] = defaultdict(list)
+    for r in records:
+        by_task[(r.family, r.task)].append(r.correct)
+    stats = [r.stats for r in records]
+    tokens, steps = sum(s.tokens for s in stats), sum(s.steps for s in stats)
+    proposed, committed = sum(s.drafts_proposed for s in stats), sum(s.drafts_committed for s in stats)
+    decode_s = sum(s.decode_s for s in stats)
+    scored = [pair for r in records for pair in r.scored]
+    cal = expected_calibration_error([c for c, _ in scored], [a for _, a in scored], num_bins)
+    return {
+        "runs": len(records),
+        "tasks": len(by_task),
+        "avg_at_k": _mean([float(r.correct) for r in records]),
+        "pass_at_k": _mean([float(any(v)) for v in by_task.values()]),
+        "tokens_per_step": tokens / steps if steps else None,
+        "tokens": tokens,
+        "steps": steps,
+        "turns": sum(s.turns for s in stats),
+        "drafts_proposed": proposed,
+        "drafts_committed": committed,
+        "commit_rate": committed / proposed if proposed else None,
+        "ttft_s": _mean([s.ttft_s for s in stats if s.ttft_s is not None]),
+        "tpot_s": _mean([s.tpot_s for s in stats if s.tpot_s is not None]),
+        "tokens_per_s": tokens / decode_s if decode_s > 0 else None,
+        "tool_s": sum(s.tool_s for s in stats),
+        "stopped": dict(sorted(_count(r.stop for r in records).items())),
+        "ece": cal.ece,
+        "drafts_scored": cal.count,
+        "mean_conf": _mean([c for c, _ in scored]),
+        "mean_alpha": _mean([a for _, a in scored]),
+    }
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for v in values:
+        out[str(v)] += 1
+    return out
+
+
+def table_rows(records: Sequence[RunRecord], families: Sequence[str], num_bins: int) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, float | None], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.system, r.tau)].append(r)
+    rows = []
+    for (system, tau), group in groups.items():
+        for family in [*families, ALL_FAMILIES]:
+            members = group if family == ALL_FAMILIES else [r for r in group if r.family == family]
+            rows.append({"system": system, "tau": tau, "family": family, **summarize(members, num_bins)})
+    return rows
+
+
+def calibration_report(records: Sequence[RunRecord], num_bins: int) -> dict[str, Any]:
+    """Per PIPO system: the reliability bins pooled over taus, and per tau."""
+    out: dict[str, Any] = {}
+    for system in dict.fromkeys(r.system for r in records if r.tau is not None):
+        mine = [r for r in records if r.system == system]
+        by_tau: dict[str, Any] = {}
+        for tau in dict.fromkeys(r.tau for r in mine):
+            pairs = [p for r in mine if r.tau == tau for p in r.scored]
+            cal = expected_calibration_error([c for c, _ in pairs], [a for _, a in pairs], num_bins)
+            by_tau[f"{tau:g}"] = calibration_dict(cal)
+        pooled = [p for r in mine for p in r.scored]
+        cal = expected_calibration_error([c for c, _ in pooled], [a for _, a in pooled], num_bins)
+        out[system] = {"pooled": calibration_dict(cal), "by_tau": by_tau}
+    return out
+
+
+def _load_models(config: EvalConfig) -> dict[str, PipoModel]:
+    models = {MAIN: load_pipo(config.model_dir).to(config.device)}
+    vocab = models[MAIN].config.backbone["vocab_size"]
+    for name, path in config.extra_models.items():
+        model = load_pipo(path).to(config.device)
+        if model.config.backbone["vocab_size"] != vocab:
+            raise ValueError(f"extra model {name!r} at {path} does not share the main model's vocabulary")
+        models[name] = model
+    return models
+
+
+def run_evaluation(config: EvalConfig) -> dict[str, Any]:
+    """Run everything, write `eval.json` and `eval.png` into `config.out_dir`, and return the report."""
+    from pipo_agent.backends.eval.plot import plot_report
+
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(config.model_dir)
+    models = _load_models(config)
+    teacher = load_teacher(config.teacher_dir, config.device) if config.teacher_dir else None
+    families = config.family_list()
+    tasks = {family: generate_tasks(family, config.n, seed=config.seed) for family in families}
+    timings: dict[str, Any] = {"load_s": time.perf_counter() - started, "decode_s": {}, "scoring_s": {}}
+    records: list[RunRecord] = []
+    if teacher is not None:
+        eos = models[MAIN].config.eos_token_ids or (int(tokenizer.eos_token_id),)
+        decoder = ARDecoder(teacher, eos)
+        found, decode_s, _ = run_system(TEACHER, None, decoder, tokenizer, tasks, config)
+        records += found
+        timings["decode_s"][TEACHER] = decode_s
+    for name, model in models.items():
+        pipo_decoder = PipoReferenceDecoder(model)
+        for tau in config.taus:
+            found, decode_s, score_s = run_system(
+                name, tau, pipo_decoder, tokenizer, tasks, config, teacher, model.config.pad_token_id
+            )
+            records += found
+            timings["decode_s"][f"{name}@{tau:g}"] = decode_s
+            timings["scoring_s"][f"{name}@{tau:g}"] = score_s
+    timings["total_s"] = time.perf_counter() - started
+    report = {
+        "config": config.model_dump(mode="json"),
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+        "rows": table_rows(records, families, config.num_bins),
+        "calibration": calibration_report(records, config.num_bins),
+        "timings": timings,
+    }
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / JSON_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    plot_report(report, out / PLOT_NAME)
+    logger.info("evaluation written to %s (%.0f s)", out, timings["total_s"])
+    return report

@@ -1,0 +1,107 @@
+"""ECE on hand-made data, draft acceptance against a direct teacher-forced computation, and the whole
+evaluation end to end on tiny random checkpoints."""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pipo_agent.backends.decode import PipoReferenceDecoder, SamplingParams
+from pipo_agent.backends.eval import (
+    EvalConfig,
+    draft_acceptance,
+    expected_calibration_error,
+    run_evaluation,
+)
+
+
+def test_ece_on_hand_made_data() -> None:
+    conf = [0.05, 0.15, 0.95, 0.95, 1.0]
+    alpha = [0.0, 0.15, 1.0, 0.5, 1.0]
+    cal = expected_calibration_error(conf, alpha, num_bins=10)
+    # bin 0: |0.05 - 0| = 0.05 (1 draft); bin 1: 0 (1); bin 9 (1.0 included): |0.9667 - 0.8333| (3)
+    assert cal.ece == pytest.approx((0.05 + 0.0 + 3 * (2.9 / 3 - 2.5 / 3)) / 5)
+    assert cal.count == 5 and len(cal.bins) == 10
+    assert [b.count for b in cal.bins] == [1, 1, 0, 0, 0, 0, 0, 0, 0, 3]
+    assert cal.bins[9].mean_alpha == pytest.approx(2.5 / 3) and cal.bins[2].mean_conf is None
+
+
+def test_ece_edge_cases() -> None:
+    assert expected_calibration_error([0.3, 0.72], [0.3, 0.72]).ece == pytest.approx(0.0)
+    assert expected_calibration_error([], []).ece is None
+    assert expected_calibration_error([0.5, 0.5], [1.0, 0.0]).ece == pytest.approx(0.0)  # bin means agree
+    with pytest.raises(ValueError):
+        expected_calibration_error([0.5], [])
+
+
+def test_draft_acceptance_matches_a_direct_teacher_pass(tiny_pipo: Any, tiny_teacher: Any) -> None:
+    pad = tiny_pipo.config.pad_token_id
+    prompt = list(range(12, 41))  # odd: the decoder pads it, the teacher must not see that PAD
+    params = SamplingParams(temperature=1.0, seed=5, max_new_tokens=12, tau=0.5, logprobs=True)
+    result = PipoReferenceDecoder(tiny_pipo).generate(prompt, params)
+    assert pad in result.slots  # some drafts were rejected, so PAD compaction matters
+
+    scored = draft_acceptance(tiny_teacher, prompt, result.steps, pad)
+
+    sequence = prompt + [t for t in result.slots if t != pad]
+    with torch.no_grad():
+        logp = tiny_teacher(torch.tensor([sequence])).logits[0].float().log_softmax(-1)
+    expected, seen = [], len(prompt)
+    for step in result.steps:
+        if step.draft is not None:  # the teacher's prediction after token1 (at index `seen`)
+            alpha = min(1.0, math.exp(float(logp[seen, step.draft]) - step.logprob2))
+            expected.append((step.conf, alpha))
+        seen += sum(t != pad for t in step.slots)
+    assert len(scored) == result.stats.drafts_proposed == len(expected) > 0
+    for (conf, alpha), (conf_ref, alpha_ref) in zip(scored, expected, strict=True):
+        assert conf == conf_ref and alpha == pytest.approx(alpha_ref, abs=1e-5)
+        assert 0.0 <= alpha <= 1.0
+
+
+def test_evaluation_end_to_end(checkpoint_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    pipo_dir, teacher_dir = checkpoint_dirs
+    config = EvalConfig(
+        model_dir=pipo_dir,
+        teacher_dir=teacher_dir,
+        out_dir=tmp_path / "out",
+        extra_models={"other-head": pipo_dir},
+        families=("arithmetic",),
+        n=1,
+        k=1,
+        taus=(-1.0, 1.0),
+        max_new_tokens=6,
+        max_turns=2,
+        progress=False,
+    )
+    report = run_evaluation(config)
+
+    saved = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert set(saved) >= {"config", "rows", "calibration", "timings"}
+    assert (tmp_path / "out" / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+    rows = {(r["system"], r["tau"], r["family"]): r for r in saved["rows"]}
+    systems = [("teacher", None), ("pipo", -1.0), ("pipo", 1.0), ("other-head", -1.0), ("other-head", 1.0)]
+    assert set(rows) == {(s, t, f) for s, t in systems for f in ("arithmetic", "all")}
+    keys = {"avg_at_k", "pass_at_k", "tokens_per_step", "drafts_proposed", "drafts_committed"}
+    keys |= {"commit_rate", "tpot_s", "tokens_per_s", "ece", "drafts_scored", "runs"}
+    assert all(keys <= set(r) for r in rows.values())
+
+    always = rows[("pipo", -1.0, "all")]
+    assert always["drafts_committed"] == always["drafts_proposed"] == always["drafts_scored"] > 0
+    assert always["ece"] is not None and always["tokens_per_step"] > 1.0
+    never = rows[("pipo", 1.0, "all")]
+    assert never["drafts_proposed"] == 0 and never["ece"] is None and never["tokens_per_step"] == 1.0
+    teacher = rows[("teacher", None, "all")]
+    assert teacher["drafts_proposed"] == 0 and teacher["runs"] == 1
+    assert saved["calibration"]["pipo"]["pooled"]["count"] == always["drafts_scored"]
+    assert set(saved["timings"]["decode_s"]) == {
+        "teacher",
+        "pipo@-1",
+        "pipo@1",
+        "other-head@-1",
+        "other-head@1",
+    }
