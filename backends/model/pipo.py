@@ -142,7 +142,8 @@ class PipoModel(nn.Module):
         logprobs = (
             torch.log_softmax(mtp_logits.float(), dim=-1).gather(-1, draft_ids.unsqueeze(-1)).squeeze(-1)
         )
-        return head(hidden, mtp_hidden, self.embed_tokens(draft_ids), logprobs)
+        # The draft's embedding is an input feature, never a path for gradients into the embeddings.
+        return head(hidden, mtp_hidden, self.embed_tokens(draft_ids).detach(), logprobs)
 
     # ---- teacher-forced forward (training, OPD student, equivalence tests) ----
 

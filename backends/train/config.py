@@ -36,7 +36,7 @@ class DataConfig(_Frozen):
     )
     train_seed: int = 1
     heldout_seed: int = 20_261_125
-    vocab_size: int = Field(1024, ge=64)
+    vocab_size: int = Field(1024, ge=266, description="byte-level BPE needs 256 bytes + 10 special tokens")
 
 
 class TeacherConfig(_Frozen):

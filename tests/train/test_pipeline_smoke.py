@@ -1,0 +1,144 @@
+"""The whole pipeline at toy size (tasks -> tokenizer -> teacher -> SFT -> OPD -> checkpoint), its rerun that
+skips finished stages, the resume of an interrupted stage, and the typed pipeline configuration."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_file
+
+from pipo_agent.backends.decode import PipoReferenceDecoder, SamplingParams
+from pipo_agent.backends.model.checkpoint import load_pipo
+from pipo_agent.backends.train import pipeline
+from pipo_agent.backends.train.config import PipelineConfig
+from pipo_agent.backends.train.tokenizer import load_tokenizer
+
+TINY_OPTIM = {"max_steps": 2, "save_every": 1, "token_budget": 2048, "warmup_ratio": 0.0}
+TINY: dict[str, Any] = {
+    "threads": 1,
+    "data.train_tasks": 6,
+    "data.opd_tasks": 2,
+    "data.vocab_size": 300,
+    "data.max_tokens": 1024,
+    "teacher.hidden_size": 32,
+    "teacher.num_layers": 2,
+    "teacher.num_heads": 4,
+    "teacher.num_kv_heads": 4,
+    "teacher.head_dim": 8,
+    "teacher.intermediate_size": 64,
+    "teacher.optim": TINY_OPTIM,
+    "sft.optim": TINY_OPTIM,
+    "opd.optim": TINY_OPTIM,
+    "opd.max_new_tokens": 16,
+    "opd.rollouts_per_step": 1,
+}
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_pipeline_builds_a_loadable_model_then_skips_or_resumes_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = PipelineConfig.load(overrides={**TINY, "out_dir": str(tmp_path / "run")})
+    out = Path(cfg.out_dir)
+    manifest = pipeline.run_pipeline(cfg)
+
+    final = out / "pipo"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (final / name).is_file(), name
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert set(manifest["stages"]) == {"teacher", "sft", "opd"}
+    assert manifest["data"]["conversations"] == 6 and manifest["data"]["sft_turns"] > 0
+    assert manifest["student_parameters"] > manifest["teacher_parameters"] > 0
+    assert PipelineConfig.model_validate_json((out / "pipeline_config.json").read_text()) == cfg
+
+    model = load_pipo(final)
+    tokenizer = load_tokenizer(final)
+    assert len(tokenizer) == model.backbone.config.vocab_size == 300
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    assert tokenizer.eos_token_id in model.config.eos_token_ids
+    _assert_same_weights(_weights(final), _weights(out / "opd" / "final"))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "2+2?"}], add_generation_prompt=True)
+    result = PipoReferenceDecoder(model).generate(
+        prompt["input_ids"], SamplingParams(max_new_tokens=4, seed=0, temperature=1.0)
+    )
+    assert 1 <= len([t for t in result.slots if t != model.config.pad_token_id]) <= 4
+    first = _weights(final)
+
+    # A rerun finds every stage finished: nothing trains, and the shipped model is the same.
+    def must_not_train(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished stage was trained again")
+
+    with monkeypatch.context() as patch:
+        for name in ("train_teacher", "train_sft", "train_opd"):
+            patch.setattr(pipeline, name, must_not_train)
+        pipeline.run_pipeline(cfg)
+    _assert_same_weights(_weights(final), first)
+
+    # An interrupted OPD stage (its final checkpoint missing) resumes from its periodic checkpoint and
+    # reaches the same weights as the uninterrupted run.
+    for path in (out / "opd").glob("final*"):
+        for file in path.iterdir():
+            file.unlink()
+        path.rmdir()
+    with caplog.at_level(logging.INFO, logger="pipo_agent.backends.train.loop"):
+        pipeline.run_pipeline(cfg)
+    assert "pipo-opd: resuming at step 1" in caplog.text
+    _assert_same_weights(_weights(final), first)
+
+
+# ---- configuration ----
+
+
+def test_unknown_keys_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="bogus"):
+        PipelineConfig.model_validate({"bogus": 1})
+    with pytest.raises(ValidationError, match="lrr"):
+        PipelineConfig.model_validate({"sft": {"optim": {"lrr": 1}}})
+    with pytest.raises(ValidationError, match="max_stepz"):
+        PipelineConfig.load(overrides={"opd.optim.max_stepz": 3})
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"teacher": {"layers": 3}}))
+    with pytest.raises(ValidationError, match="layers"):
+        PipelineConfig.load(path)
+
+
+def test_configs_are_frozen_and_validated() -> None:
+    cfg = PipelineConfig()
+    with pytest.raises(ValidationError):
+        cfg.threads = 4  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="kl_mode"):
+        PipelineConfig.load(overrides={"opd.kl_mode": "sampled"})  # the zero-mean estimator is not offered
+    with pytest.raises(ValidationError, match="max_pad_ratio"):
+        PipelineConfig.load(overrides={"sft.max_pad_ratio": 1.5})
+
+
+def test_load_applies_dotted_overrides_over_the_file_and_keeps_other_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"out_dir": "somewhere", "sft": {"lambda_mtp": 0.5, "optim": {"lr": 0.01}}}))
+    cfg = PipelineConfig.load(
+        path, overrides={"sft.optim.max_steps": 5, "opd.optim.max_steps": 7, "sft.lora.rank": 8}
+    )
+    defaults = PipelineConfig()
+    assert cfg.out_dir == "somewhere" and cfg.sft.lambda_mtp == 0.5
+    assert cfg.sft.optim.max_steps == 5 and cfg.sft.optim.lr == 0.01
+    # Fields next to an overridden one keep the stage's own defaults, not the OptimConfig class defaults.
+    assert cfg.sft.optim.save_every == defaults.sft.optim.save_every
+    assert cfg.opd.optim.max_steps == 7
+    assert cfg.opd.optim.model_copy(update={"max_steps": 40}) == defaults.opd.optim
+    assert cfg.sft.lora is not None and cfg.sft.lora.rank == 8 and cfg.sft.lora.alpha == 64
+    assert cfg.teacher == defaults.teacher and cfg.data == defaults.data
+    assert PipelineConfig.load() == defaults
