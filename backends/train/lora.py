@@ -27,6 +27,8 @@ def add_lora(model: PipoModel, settings: LoraSettings) -> PipoModel:
             "lora_" in name
             or name.startswith(("compressor.", "confidence_head."))
             or (name.startswith("mtp.") and not name.startswith("mtp.layers."))
+            # The MTP layer's own norms are trained fully (PIPO_SPEC Part B §2.7, SFT column).
+            or (name.startswith("mtp.layers.") and "norm" in name)
         )
     return model
 
