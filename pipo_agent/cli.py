@@ -327,6 +327,18 @@ def eval_models(
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
 
 
+@train_app.command("export")
+def train_export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished `train all` output directory")],
+    dest: Annotated[Path | None, typer.Option(help="target directory (default: the shipped default model)")] = None,
+) -> None:
+    """Copy a trained model (PIPO, tokenizer, AR teacher) in bfloat16 to the shipped default location."""
+    from pipo_agent.backends.checkpoints import CHECKPOINTS_DIR
+    from pipo_agent.backends.train.pipeline import export_model
+
+    console.print_json(json.dumps(export_model(run_dir, dest or CHECKPOINTS_DIR / "default")))
+
+
 def main() -> None:
     app()
 

@@ -43,7 +43,7 @@ class TeacherConfig(_Frozen):
     """The AR teacher, a Qwen3-style decoder trained from scratch."""
 
     hidden_size: int = 192
-    num_layers: int = 6
+    num_layers: int = 4
     num_heads: int = 6
     # Full multi-head attention: PyTorch's CPU SDPA with grouped KV heads (enable_gqa) costs ~2 ms per
     # decode call at this size against ~0.1 ms without, which would dominate every decode step.
@@ -51,7 +51,7 @@ class TeacherConfig(_Frozen):
     head_dim: int = 32
     intermediate_size: int = 576
     max_position_embeddings: int = 4096
-    optim: OptimConfig = OptimConfig(lr=2e-3, max_steps=320, token_budget=8192, save_every=40)
+    optim: OptimConfig = OptimConfig(lr=3e-3, max_steps=2000, token_budget=2048, save_every=200)
 
 
 class LoraSettings(_Frozen):
@@ -76,7 +76,7 @@ class SFTConfig(_Frozen):
     lambda_mtp: float = 1.0
     lambda_conf: float = 1.0
     lora: LoraSettings | None = None  # None: full fine-tune of backbone and MTP layer
-    optim: OptimConfig = OptimConfig(lr=1e-3, max_steps=330, token_budget=8192, save_every=40)
+    optim: OptimConfig = OptimConfig(lr=1e-3, max_steps=800, token_budget=4096, save_every=100)
 
 
 class OPDConfig(_Frozen):

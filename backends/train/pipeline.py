@@ -137,3 +137,23 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     manifest["teacher_parameters"] = sum(p.numel() for p in teacher.parameters())
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def export_model(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.bfloat16) -> dict[str, float]:
+    """Copy a finished run's PIPO model, tokenizer and AR teacher into `dest` (e.g. the shipped default),
+    casting weights to `dtype`; bfloat16 halves the size and loads back as float32."""
+    run, target = Path(run_dir), Path(dest)
+    model = load_pipo(run / "pipo")
+    tok = PreTrainedTokenizerFast.from_pretrained(str(run / "pipo"))
+    teacher = AutoModelForCausalLM.from_pretrained(str(run / "teacher" / "final"))
+    for stale in (target / "teacher", target):
+        for f in stale.glob("*"):
+            if f.is_file():
+                f.unlink()
+    save_pipo(model, target, dtype=dtype)
+    save_tokenizer(tok, target)
+    teacher.to(dtype).save_pretrained(str(target / "teacher"))
+    manifest = run / "manifest.json"
+    if manifest.is_file():
+        shutil.copy(manifest, target / "training_manifest.json")
+    return {"mb": round(_size_mb(target), 2)}
