@@ -330,7 +330,9 @@ def eval_models(
 @train_app.command("export")
 def train_export(
     run_dir: Annotated[Path, typer.Argument(help="a finished `train all` output directory")],
-    dest: Annotated[Path | None, typer.Option(help="target directory (default: the shipped default model)")] = None,
+    dest: Annotated[
+        Path | None, typer.Option(help="target directory (default: the shipped default model)")
+    ] = None,
 ) -> None:
     """Copy a trained model (PIPO, tokenizer, AR teacher) in bfloat16 to the shipped default location."""
     from pipo_agent.backends.checkpoints import CHECKPOINTS_DIR

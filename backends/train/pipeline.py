@@ -139,7 +139,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     return manifest
 
 
-def export_model(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.bfloat16) -> dict[str, float]:
+def export_model(
+    run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.bfloat16
+) -> dict[str, float]:
     """Copy a finished run's PIPO model, tokenizer and AR teacher into `dest` (e.g. the shipped default),
     casting weights to `dtype`; bfloat16 halves the size and loads back as float32."""
     run, target = Path(run_dir), Path(dest)
