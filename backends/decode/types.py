@@ -61,6 +61,20 @@ class DecodeStats:
     ttft_s: float  # request start -> first step's tokens
     tpot_s: float | None  # (last step - first step) / (tokens - 1); None below 2 tokens
 
+    @classmethod
+    def from_steps(cls, steps: "Sequence[DecodeStep]", tokens: int) -> "DecodeStats":
+        """Statistics of a non-empty run of steps that produced `tokens` real tokens."""
+        ttft = steps[0].elapsed_s
+        return cls(
+            steps=len(steps),
+            drafts_proposed=sum(s.draft is not None for s in steps),
+            drafts_committed=sum(s.committed for s in steps),
+            tokens=tokens,
+            tokens_per_step=tokens / len(steps),
+            ttft_s=ttft,
+            tpot_s=(steps[-1].elapsed_s - ttft) / (tokens - 1) if tokens > 1 else None,
+        )
+
 
 @dataclass(frozen=True)
 class DecodeResult:
@@ -153,16 +167,7 @@ class OutputState:
     def result(self, padded_prompt_ids: Sequence[int], steps: Sequence[DecodeStep]) -> DecodeResult:
         assert self.finish_reason is not None and steps
         tokens = len(self.token_ids) + (self.stop_token_id is not None)
-        ttft = steps[0].elapsed_s
-        stats = DecodeStats(
-            steps=len(steps),
-            drafts_proposed=sum(s.draft is not None for s in steps),
-            drafts_committed=sum(s.committed for s in steps),
-            tokens=tokens,
-            tokens_per_step=tokens / len(steps),
-            ttft_s=ttft,
-            tpot_s=(steps[-1].elapsed_s - ttft) / (tokens - 1) if tokens > 1 else None,
-        )
+        stats = DecodeStats.from_steps(steps, tokens)
         text = self._stop_text
         if text is None and self.detokenize is not None:
             text = self.detokenize(list(self.token_ids))

@@ -170,16 +170,7 @@ def _assistant_message(parsed: ParsedTurn) -> dict[str, Any]:
 
 def _turn_stats(steps: Sequence[DecodeStep], pad_token_id: int | None) -> DecodeStats:
     tokens = sum(1 for s in steps for t in s.slots if t != pad_token_id)
-    ttft = steps[0].elapsed_s
-    return DecodeStats(
-        steps=len(steps),
-        drafts_proposed=sum(s.draft is not None for s in steps),
-        drafts_committed=sum(s.committed for s in steps),
-        tokens=tokens,
-        tokens_per_step=tokens / len(steps),
-        ttft_s=ttft,
-        tpot_s=(steps[-1].elapsed_s - ttft) / (tokens - 1) if tokens > 1 else None,
-    )
+    return DecodeStats.from_steps(steps, tokens)
 
 
 def _stream_turn(
