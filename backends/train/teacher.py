@@ -5,7 +5,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from pipo_agent.backends.model.constants import IGNORE_INDEX
 from pipo_agent.backends.train.batching import EpochSchedule, collate
@@ -13,10 +19,13 @@ from pipo_agent.backends.train.config import TeacherConfig
 from pipo_agent.backends.train.loop import seed_everything, train
 
 
-def teacher_model(cfg: TeacherConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    config = AutoConfig.for_model(
+def teacher_config(
+    cfg: TeacherConfig, vocab_size: int, pad_token_id: int, eos_token_id: int
+) -> PretrainedConfig:
+    """The Hugging Face config of the AR teacher (a Qwen3 decoder, tied embeddings)."""
+    return AutoConfig.for_model(
         "qwen3",
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
@@ -26,10 +35,14 @@ def teacher_model(cfg: TeacherConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
         max_position_embeddings=cfg.max_position_embeddings,
         tie_word_embeddings=True,
         rope_theta=10_000.0,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
         bos_token_id=None,
     )
+
+
+def teacher_model(cfg: TeacherConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    config = teacher_config(cfg, len(tokenizer), int(tokenizer.pad_token_id), int(tokenizer.eos_token_id))
     seed_everything(cfg.optim.seed)
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").float()
 
