@@ -4,10 +4,11 @@ A pipeline config can be written as a JSON file and every field overridden from 
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Frozen(BaseModel):
@@ -100,9 +101,20 @@ class PipelineConfig(_Frozen):
     sft: SFTConfig = SFTConfig()
     opd: OPDConfig = OPDConfig()
     threads: int = Field(2, ge=1)
+    stop_after: Literal["teacher", "sft", "opd"] = Field(
+        "opd", description="last stage to run; a later rerun without it resumes from there"
+    )
+    device: str = Field("cpu", description="torch device for every stage: cpu, cuda or cuda:N")
     # Another confidence-head variant trained alongside the main one (on detached inputs, so the model is
     # unchanged) for the head ablation; saved as `pipo-<variant>`. None to skip.
     ablation_head: str | None = "token"
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        if value == "cpu" or re.fullmatch(r"cuda(:\d+)?", value):
+            return value
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
 
     @classmethod
     def load(

@@ -13,6 +13,8 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from pipo_agent.backends.model.constants import IGNORE_INDEX
+from pipo_agent.backends.train.tokenizer import CHAT_TEMPLATE
+from pipo_agent.tasks import render_chat
 
 END_OF_TURN = "<|im_end|>"
 
@@ -26,6 +28,9 @@ class TurnSample:
 def render(
     tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, Any]], tools: Any, gen: bool
 ) -> str:
+    if tokenizer.chat_template == CHAT_TEMPLATE:
+        # The pure-Python renderer of our own template (tested identical to it) is ~20x faster than Jinja.
+        return render_chat(messages, tools or None, add_generation_prompt=gen)
     return str(
         tokenizer.apply_chat_template(
             list(messages), tools=tools or None, add_generation_prompt=gen, tokenize=False
@@ -55,13 +60,59 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def encode_many(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """Encode many texts in one call (the fast tokenizer spreads a batch over all cores)."""
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+Conversation = tuple[Sequence[dict[str, Any]], Any]
+
+
+def batch_turns(
+    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]
+) -> list[TurnSample]:
+    """`conversation_turns` of many conversations, encoded in one batch."""
+    texts: list[str] = []
+    for messages, tools in conversations:
+        for _, prompt, response in _response_spans(tokenizer, messages, tools):
+            texts += [prompt, response]
+    ids = encode_many(tokenizer, texts)
+    return [TurnSample(ids[i], ids[i + 1]) for i in range(0, len(ids), 2)]
+
+
+def batch_sequences(
+    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]
+) -> list[tuple[list[int], list[int]]]:
+    """`conversation_sequence` of many conversations, encoded in one batch."""
+    texts: list[str] = []
+    counts: list[int] = []
+    for messages, tools in conversations:
+        consumed = ""
+        n = 0
+        for _, prompt, response in _response_spans(tokenizer, messages, tools):
+            texts += [prompt[len(consumed) :], response]
+            consumed = prompt + response
+            n += 1
+        counts.append(n)
+    encoded = iter(encode_many(tokenizer, texts))
+    out: list[tuple[list[int], list[int]]] = []
+    for n in counts:
+        ids: list[int] = []
+        labels: list[int] = []
+        for _ in range(n):
+            gap, resp = next(encoded), next(encoded)
+            ids += gap + resp
+            labels += [IGNORE_INDEX] * len(gap) + resp
+        out.append((ids, labels))
+    return out
+
+
 def conversation_turns(
     tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, Any]], tools: Any = None
 ) -> list[TurnSample]:
-    return [
-        TurnSample(encode(tokenizer, prompt), encode(tokenizer, response))
-        for _, prompt, response in _response_spans(tokenizer, messages, tools)
-    ]
+    return batch_turns(tokenizer, [(messages, tools)])
 
 
 def conversation_sequence(
@@ -69,13 +120,4 @@ def conversation_sequence(
 ) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of a whole conversation; built turn by turn so that every assistant response is
     tokenized exactly as it would be generated (on its own, after its prompt)."""
-    ids: list[int] = []
-    labels: list[int] = []
-    consumed = ""
-    for _, prompt, response in _response_spans(tokenizer, messages, tools):
-        gap = encode(tokenizer, prompt[len(consumed) :])
-        resp = encode(tokenizer, response)
-        ids += gap + resp
-        labels += [IGNORE_INDEX] * len(gap) + resp
-        consumed = prompt + response
-    return ids, labels
+    return batch_sequences(tokenizer, [(messages, tools)])[0]

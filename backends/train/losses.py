@@ -100,7 +100,7 @@ def sft_losses(
         confs.append(conf_loss(model, out, draft, target, mtp_valid, head=head))
     l_bb, l_mtp = masked_mean(bb, bb_valid), masked_mean(mtp, mtp_valid)
     return LossParts(
-        total=l_bb + lambda_mtp * l_mtp + lambda_conf * sum(confs, torch.zeros(())),
+        total=l_bb + lambda_mtp * l_mtp + lambda_conf * sum(confs, l_bb.new_zeros(())),
         backbone=l_bb.detach(),
         mtp=l_mtp.detach(),
         conf=confs[0].detach(),
@@ -199,7 +199,7 @@ def opd_losses(
     l_bb, l_mtp = masked_mean(kl_bb, bb_valid), masked_mean(kl_mtp, mtp_valid)
     return LossParts(
         extra_conf=tuple(c.detach() for c in confs[1:]),
-        total=l_bb + lambda_mtp * l_mtp + lambda_conf * sum(confs, torch.zeros(())),
+        total=l_bb + lambda_mtp * l_mtp + lambda_conf * sum(confs, l_bb.new_zeros(())),
         backbone=l_bb.detach(),
         mtp=l_mtp.detach(),
         conf=conf.detach(),

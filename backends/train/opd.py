@@ -28,8 +28,13 @@ def train_opd(
     prompts: Sequence[list[int]],
     work_dir: str | Path,
     extra_heads: Sequence[nn.Module] = (),
+    device: str | torch.device = "cpu",
 ) -> PipoModel:
     work = Path(work_dir)
+    model.to(device)
+    teacher.to(device)
+    for head in extra_heads:
+        head.to(device)
     pad = model.config.pad_token_id
     freeze_embeddings(model)
     teacher.eval().requires_grad_(False)
@@ -37,7 +42,7 @@ def train_opd(
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rng = random.Random(cfg.optim.seed * 104_729 + step)
-        total = torch.zeros(())
+        total = torch.zeros((), device=device)
         stats = {"kl_bb": 0.0, "kl_mtp": 0.0, "conf": 0.0, "commit": 0.0}
         for r in range(cfg.rollouts_per_step):
             prompt = prompts[rng.randrange(len(prompts))]
@@ -53,8 +58,8 @@ def train_opd(
             result = decoder.generate(prompt, params)
             model.train()
             sample = rollout_sample(prompt, result.slots, pad)
-            ids = torch.tensor([sample.input_ids])
-            labels = torch.tensor([sample.labels])
+            ids = torch.tensor([sample.input_ids], device=device)
+            labels = torch.tensor([sample.labels], device=device)
             with torch.no_grad():
                 t_logits = pad_compacted_teacher_logits(teacher, ids, pad)
             parts = opd_losses(

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, PreTrain
 from pipo_agent.backends.model.checkpoint import load_pipo, save_pipo
 from pipo_agent.backends.model.confidence import build_confidence_head
 from pipo_agent.backends.train.config import PipelineConfig
-from pipo_agent.backends.train.data import TurnSample, conversation_sequence, conversation_turns
+from pipo_agent.backends.train.data import TurnSample, batch_sequences, batch_turns
 from pipo_agent.backends.train.opd import train_opd
 from pipo_agent.backends.train.sft import student_from_teacher, train_sft
 from pipo_agent.backends.train.teacher import train_teacher
@@ -52,8 +52,21 @@ def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def _finish(manifest: dict[str, Any], out: Path, t0: float) -> dict[str, Any]:
+    """Write the manifest of a run stopped early (`stop_after`) and return it."""
+    manifest["total_seconds"] = round(time.time() - t0, 1)
+    manifest["stopped_after"] = list(manifest["stages"])[-1]
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
+    if cfg.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {cfg.device!r} was asked for but torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pipeline_config.json").write_text(cfg.model_dump_json(indent=2))
@@ -64,12 +77,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     tok = _tokenizer(cfg, convs, out)
     pad, eos = int(tok.pad_token_id), int(tok.eos_token_id)
     eos_ids = tuple(sorted({eos, int(tok.convert_tokens_to_ids("<|endoftext|>"))}))
-    sequences = [conversation_sequence(tok, m, t) for m, t in convs]
-    sequences = [s for s in sequences if len(s[0]) <= cfg.data.max_tokens]
+    sequences = [s for s in batch_sequences(tok, convs) if len(s[0]) <= cfg.data.max_tokens]
     turns: list[TurnSample] = [
         turn
-        for m, t in convs
-        for turn in conversation_turns(tok, m, t)
+        for turn in batch_turns(tok, convs)
         if len(turn.prompt_ids) + len(turn.response_ids) <= cfg.data.max_tokens
     ]
     manifest["data"] = {
@@ -87,8 +98,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if (teacher_dir / "final" / "config.json").is_file():
         teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir / "final")).float().eval()
     else:
-        teacher = train_teacher(cfg.teacher, tok, sequences, teacher_dir)
+        teacher = train_teacher(cfg.teacher, tok, sequences, teacher_dir, cfg.device)
     manifest["stages"]["teacher"] = round(time.time() - stage_t, 1)
+    if cfg.stop_after == "teacher":
+        return _finish(manifest, out, t0)
 
     stage_t = time.time()
     sft_dir = out / "sft"
@@ -101,8 +114,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     else:
         student = student_from_teacher(cfg.sft, teacher, pad, eos_ids)
         extra = [build_confidence_head(ablation, student.config.hidden_size)] if ablation else []
-        student = train_sft(cfg.sft, student, turns, sft_dir, extra)
+        student = train_sft(cfg.sft, student, turns, sft_dir, extra, cfg.device)
     manifest["stages"]["sft"] = round(time.time() - stage_t, 1)
+    if cfg.stop_after == "sft":
+        return _finish(manifest, out, t0)
 
     stage_t = time.time()
     opd_dir = out / "opd"
@@ -112,11 +127,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         opd_convs = _conversations(cfg.data.opd_tasks, cfg.data.train_seed + 1)
         prompts = [
             turn.prompt_ids
-            for m, t in opd_convs
-            for turn in conversation_turns(tok, m, t)
+            for turn in batch_turns(tok, opd_convs)
             if len(turn.prompt_ids) + len(turn.response_ids) <= cfg.data.max_tokens
         ]
-        student = train_opd(cfg.opd, student, teacher, prompts, opd_dir, extra)
+        student = train_opd(cfg.opd, student, teacher, prompts, opd_dir, extra, cfg.device)
     manifest["stages"]["opd"] = round(time.time() - stage_t, 1)
 
     final = out / "pipo"

@@ -57,6 +57,7 @@ def train_sft(
     turns: Sequence[TurnSample],
     work_dir: str | Path,
     extra_heads: Sequence[nn.Module] = (),
+    device: str | torch.device = "cpu",
 ) -> PipoModel:
     """SFT of `model`; `extra_heads` (other confidence-head variants) learn alongside on detached
     inputs — they do not change the model — and are saved as `final-<variant>` checkpoints."""
@@ -68,7 +69,10 @@ def train_sft(
     # Splits lengthen a sequence by at most max_pad_ratio of its response; budget for the expected growth.
     lengths = [int(len(t.prompt_ids) + 1 + len(t.response_ids) * (1 + cfg.max_pad_ratio / 2)) for t in turns]
     schedule = EpochSchedule(lengths, cfg.optim.token_budget, cfg.optim.seed)
-    gen = torch.Generator().manual_seed(cfg.optim.seed)
+    model.to(device)
+    for head in extra_heads:
+        head.to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.optim.seed)
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rng = random.Random(cfg.optim.seed * 7919 + step)
@@ -78,6 +82,7 @@ def train_sft(
             sample = pair_response(turns[i].prompt_ids, turns[i].response_ids, pad, ratio, rng)
             seqs.append((sample.input_ids, sample.labels))
         ids, labels = collate(seqs, pad, multiple=PAIR)
+        ids, labels = ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         parts = sft_losses(model, model(ids), labels, cfg.lambda_mtp, cfg.lambda_conf, gen, extra_heads)
         metrics = {"bb": float(parts.backbone), "mtp": float(parts.mtp), "conf": float(parts.conf)}
         metrics.update(

@@ -52,15 +52,17 @@ def train_teacher(
     tokenizer: PreTrainedTokenizerBase,
     sequences: Sequence[tuple[list[int], list[int]]],
     work_dir: str | Path,
+    device: str | torch.device = "cpu",
 ) -> PreTrainedModel:
     """Next-token CE on assistant responses only; returns the trained model (also saved in work_dir/final)."""
     work = Path(work_dir)
-    model = teacher_model(cfg, tokenizer)
+    model = teacher_model(cfg, tokenizer).to(device)
     schedule = EpochSchedule([len(ids) for ids, _ in sequences], cfg.optim.token_budget, cfg.optim.seed)
     pad = int(tokenizer.pad_token_id)
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         ids, labels = collate([sequences[i] for i in schedule.batch(step)], pad)
+        ids, labels = ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         logits = model(input_ids=ids).logits[:, :-1]
         target = labels[:, 1:]
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)

@@ -142,3 +142,20 @@ def test_load_applies_dotted_overrides_over_the_file_and_keeps_other_defaults(tm
     assert cfg.sft.lora is not None and cfg.sft.lora.rank == 8 and cfg.sft.lora.alpha == 64
     assert cfg.teacher == defaults.teacher and cfg.data == defaults.data
     assert PipelineConfig.load() == defaults
+
+
+def test_stop_after_sft_leaves_a_resumable_run(tmp_path: Path) -> None:
+    cfg = PipelineConfig.load(overrides={**TINY, "out_dir": str(tmp_path / "run"), "stop_after": "sft"})
+    manifest = pipeline.run_pipeline(cfg)
+    out = Path(cfg.out_dir)
+    assert manifest["stopped_after"] == "sft" and set(manifest["stages"]) == {"teacher", "sft"}
+    assert (out / "sft" / "final" / "config.json").is_file()
+    assert not (out / "opd").exists() and not (out / "pipo").exists()
+    resumed = pipeline.run_pipeline(cfg.model_copy(update={"stop_after": "opd"}))
+    assert set(resumed["stages"]) == {"teacher", "sft", "opd"} and (out / "pipo" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CPU", ""])
+def test_bad_device_fails_early_with_the_valid_choices(device: str) -> None:
+    with pytest.raises(ValidationError, match="'cpu', 'cuda' or 'cuda:N'"):
+        PipelineConfig.load(overrides={"device": device})
