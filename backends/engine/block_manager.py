@@ -16,7 +16,7 @@ from collections import deque
 
 from pipo_agent.backends.engine.errors import OutOfBlocksError, ProtocolError
 from pipo_agent.backends.engine.prefix_cache import BlockKey, PrefixCache, block_key, seed_key
-from pipo_agent.backends.engine.sequence import PAIR, Sequence
+from pipo_agent.backends.engine.sequence import Sequence
 
 
 class BlockManager:
@@ -81,7 +81,7 @@ class BlockManager:
         """Keys every block whose pairs are all computed and whose lookahead slot is known (see prefix_cache)."""
         if self.prefix_cache is None:
             return
-        pairs_per_key = self.block_size * PAIR
+        pairs_per_key = self.block_size * seq.width
         num_full = min(seq.num_cached_pairs // self.block_size, (seq.num_slots - 1) // pairs_per_key)
         first = num_full
         while first > 0 and self._keys[seq.block_table[first - 1]] is None:  # keyed blocks form a prefix
@@ -142,7 +142,7 @@ class BlockManager:
         state gives the next tokens), so at most `(num_pairs - 1) // block_size` blocks match."""
         if self.prefix_cache is None:
             return []
-        pairs_per_key = self.block_size * PAIR
+        pairs_per_key = self.block_size * seq.width
         hits: list[int] = []
         key = seed_key(seq.writes_mtp_kv)
         for i in range((seq.num_pairs - 1) // self.block_size):

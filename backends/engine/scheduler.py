@@ -228,7 +228,7 @@ class Scheduler:
             input_ids=tuple(input_ids),
             is_last_chunk=tuple(end == seq.num_pairs for seq, end in zip(seqs, context_lens, strict=True)),
             next_token_ids=tuple(
-                None if end == seq.num_pairs else seq.token_ids[PAIR * end]
+                None if end == seq.num_pairs or not seq.writes_mtp_kv else seq.token_ids[PAIR * end]
                 for seq, end in zip(seqs, context_lens, strict=True)
             ),
         )

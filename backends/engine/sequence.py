@@ -12,6 +12,9 @@ Counters, in pairs unless named otherwise:
   num_scheduled_pairs  pairs of the step in flight (0 between steps)
   num_output_tokens    real output tokens (PAD excluded): the unit of `max_new_tokens` (Part A §A4)
 
+An AR sequence (`width=1`, the baseline the engine also serves) has one token per position: the same
+bookkeeping with "pair" read as "position", no prompt padding, one slot per step and no MTP.
+
 The block manager owns `block_table` and resets `num_cached_pairs`; the scheduler owns the rest.
 """
 
@@ -57,8 +60,11 @@ class Sequence:
         max_new_tokens: int,
         tau: float,
         sampling_params: object = None,
+        width: int = PAIR,
     ) -> None:
         prompt = list(prompt_ids)
+        if width not in (1, PAIR):
+            raise RequestError(f"sequence {seq_id}: width={width}; valid: 2 (PIPO pairs) or 1 (AR tokens)")
         if not prompt:
             raise RequestError(f"sequence {seq_id}: the prompt is empty")
         bad = [t for t in prompt if not 0 <= t <= MAX_TOKEN_ID]
@@ -76,8 +82,9 @@ class Sequence:
         self.max_new_tokens = max_new_tokens
         self.tau = tau
         self.sampling_params = sampling_params
+        self.width = width
         self.num_prompt_tokens = len(prompt)
-        if len(prompt) % PAIR:
+        if len(prompt) % width:
             prompt.append(pad_token_id)
         self.num_prompt_slots = len(prompt)
         self.token_ids: list[int] = prompt
@@ -100,11 +107,11 @@ class Sequence:
 
     @property
     def num_pairs(self) -> int:
-        return -(-len(self.token_ids) // PAIR)
+        return -(-len(self.token_ids) // self.width)
 
     @property
     def num_prompt_pairs(self) -> int:
-        return self.num_prompt_slots // PAIR
+        return self.num_prompt_slots // self.width
 
     @property
     def num_pending_pairs(self) -> int:
@@ -127,13 +134,15 @@ class Sequence:
 
     @property
     def writes_mtp_kv(self) -> bool:
-        """Whether its steps write the MTP layer's KV: `tau >= 1` skips phase 2 (Part A §A1)."""
-        return self.tau < 1.0
+        """Whether its steps write the MTP layer's KV: `tau >= 1` skips phase 2 (Part A §A1); AR has no MTP."""
+        return self.width == PAIR and self.tau < 1.0
 
     def pair_ids(self, j: int) -> tuple[int, int]:
         """Pair `j` as `(slot 2j, slot 2j+1)`; a lone final token1 reads as `(t1, PAD)` (Part B §2.2 rule 3)."""
         if not 0 <= j < self.num_pairs:
             raise IndexError(f"pair {j} out of range for a sequence of {self.num_pairs} pairs")
+        if self.width != PAIR:
+            raise RequestError(f"sequence {self.seq_id} is an AR sequence: its positions are single tokens")
         first = self.token_ids[PAIR * j]
         second = self.token_ids[PAIR * j + 1] if PAIR * j + 1 < len(self.token_ids) else self.pad_token_id
         return first, second
@@ -145,16 +154,18 @@ class Sequence:
         """The `2 * (end_pair - start_pair)` slots of pairs `[start_pair, end_pair)`: a step's input ids."""
         if not 0 <= start_pair <= end_pair <= self.num_pairs:
             raise IndexError(f"pairs [{start_pair}, {end_pair}) out of range for {self.num_pairs} pairs")
-        slots = self.token_ids[PAIR * start_pair : PAIR * end_pair]
-        if len(slots) % PAIR:
+        slots = self.token_ids[self.width * start_pair : self.width * end_pair]
+        if len(slots) % self.width:
             slots.append(self.pad_token_id)
         return slots
 
     def append_slots(self, slots: SequenceOf[int], *, final: bool) -> None:
         """Appends one step's output: `(t1, t2-or-PAD)`, or `(t1,)` when the step ends the request."""
-        if self.is_finished or len(self.token_ids) % PAIR:
+        if self.is_finished or len(self.token_ids) % self.width:
             raise OutputSlotsError(f"sequence {self.seq_id} is finished; it takes no more slots")
-        if len(slots) not in (1, PAIR) or (len(slots) == 1 and not final):
+        if self.width == 1 and len(slots) != 1:
+            raise OutputSlotsError(f"AR sequence {self.seq_id}: a step emits one token; got {list(slots)}")
+        if len(slots) not in (1, PAIR) or (len(slots) == 1 and not final and self.width == PAIR):
             raise OutputSlotsError(
                 f"sequence {self.seq_id}: a step emits (t1, t2-or-PAD), or (t1,) on its final step; "
                 f"got {list(slots)} with final={final}"

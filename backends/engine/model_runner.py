@@ -1,0 +1,241 @@
+"""Executes one `ScheduledBatch` on the model: the data plane of the engine.
+
+PIPO step (Part A §A4), for every sequence of the batch at once:
+  phase 1  latents = compress(pairs); backbone over the new pairs (paged, pair slots); token1 sampled at each
+           sequence's last pair when its chunk reaches it
+  phase 2  (tau < 1 only) the MTP over the same pairs, fed token1 ids: teacher-forced with the next pair's first
+           slot inside a chunk, with the scheduler's `next_token_ids` at a chunk's end, and with the sampled token1
+           at the last pair; then the draft is sampled and the confidence head keeps it or leaves PAD
+AR step: the same backbone over single-token positions, no compressor, no MTP.
+Sampling, stop rules and bookkeeping are the reference decoder's own (`Sampler`, `OutputState`), per request
+and in the same order, so a seeded request draws the same random numbers in both.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pipo_agent.backends.decode.types import DecodeStep
+from pipo_agent.backends.engine.attention import (
+    AttentionBackend,
+    AttentionMetadata,
+    batch_metadata,
+    build_metadata,
+)
+from pipo_agent.backends.engine.paged_model import KVCache, run_layers, run_mtp
+from pipo_agent.backends.engine.request import EngineRequest
+from pipo_agent.backends.engine.scheduler import ScheduledBatch
+from pipo_agent.backends.model.constants import PAIR
+from pipo_agent.backends.model.pipo import PipoModel
+
+
+def _commits(conf: float, tau: float) -> bool:
+    return tau < 0 or conf >= tau
+
+
+class PipoRunner:
+    def __init__(
+        self,
+        model: PipoModel,
+        kv: KVCache,
+        backend: AttentionBackend,
+        block_size: int,
+        *,
+        record_logits: bool = False,
+    ) -> None:
+        assert kv.mtp is not None
+        self.model = model
+        self.kv = kv
+        self.backend = backend
+        self.block_size = block_size
+        self.record_logits = record_logits
+        self.device = model.embed_tokens.weight.device
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch, requests: Sequence[EngineRequest]) -> list[DecodeStep | None]:
+        model, device = self.model, self.device
+        meta = batch_metadata(batch, self.block_size, device, torch_path=self.backend.needs_torch_metadata)
+        ids = torch.tensor(batch.input_ids, device=device)  # [2N]
+        latents = model.compress(ids[None])[0]  # [1, 2N] -> [N, H]
+        positions = torch.tensor(batch.positions, device=device)  # [N]
+        hidden = run_layers(model.backbone.model, latents, positions, self.kv, meta, self.backend)  # [N, H]
+
+        rows = list(batch.logits_indices)  # one row per sequence whose chunk reaches its last pair
+        sampling = [i for i, last in enumerate(batch.is_last_chunk) if last]
+        logits1 = model.lm_head(hidden[rows]) if rows else None  # [S, V]
+        steps: list[DecodeStep | None] = [None] * batch.num_seqs
+        token1: dict[int, int] = {}
+        firsts = {}
+        for s, i in enumerate(sampling):
+            assert logits1 is not None
+            req = requests[i]
+            first = req.sampler.sample(logits1[s], req.output.seen, req.generator)
+            req.output.push(first.token_id, first.logprob)
+            token1[i], firsts[i] = first.token_id, first
+
+        phase2 = [i for i in range(batch.num_seqs) if requests[i].phase2]
+        drafts = self._phase2(batch, requests, meta, positions, hidden, phase2, token1) if phase2 else {}
+        for s, i in enumerate(sampling):
+            steps[i] = self._finish_step(batch, requests[i], i, firsts[i], drafts.get(i), logits1, s)
+        return steps
+
+    def _phase2(
+        self,
+        batch: ScheduledBatch,
+        requests: Sequence[EngineRequest],
+        meta: AttentionMetadata,
+        positions: torch.Tensor,
+        hidden: torch.Tensor,
+        phase2: list[int],
+        token1: dict[int, int],
+    ) -> dict[int, tuple]:
+        """MTP over the phase-2 sequences' pairs (writes their MTP KV); drafts and confidences where sampled."""
+        model, device = self.model, self.device
+        row_ids: list[int] = []
+        mtp_tokens: list[int] = []
+        for i in phase2:
+            start, end = batch.cu_seqlens_q[i], batch.cu_seqlens_q[i + 1]
+            row_ids += range(start, end)
+            nxt = batch.next_token_ids[i]
+            last = token1.get(i) if nxt is None else nxt
+            # Inside the chunk: the next pair's first slot; at its end: the lookahead slot or the sampled token1.
+            mtp_tokens += [batch.input_ids[PAIR * (r + 1)] for r in range(start, end - 1)]
+            mtp_tokens.append(last if last is not None else int(model.config.pad_token_id))
+        if len(phase2) == batch.num_seqs:
+            sub = meta
+        else:
+            sub = build_metadata(
+                [batch.slot_mapping[r] for r in row_ids],
+                [tuple(batch.block_tables[i]) for i in phase2],
+                [batch.num_new_pairs[i] for i in phase2],
+                [batch.context_lens[i] for i in phase2],
+                self.block_size,
+                device,
+                torch_path=self.backend.needs_torch_metadata,
+            )
+        rows = torch.tensor(row_ids, device=device)
+        tokens = torch.tensor(mtp_tokens, device=device)
+        assert self.kv.mtp is not None
+        m = run_mtp(
+            model.mtp,
+            model.backbone.model.rotary_emb,
+            model.embed_tokens(tokens),
+            hidden[rows],
+            positions[rows],
+            self.kv.mtp,
+            sub,
+            self.backend,
+        )  # [N2, H]
+        # Drafts at the last pair of each phase-2 sequence that sampled token1 and is not finished.
+        wanted = [(k, i) for k, i in enumerate(phase2) if i in token1 and not requests[i].output.finished]
+        if not wanted:
+            return {}
+        ends = [sum(batch.num_new_pairs[j] for j in phase2[: k + 1]) - 1 for k, _ in wanted]
+        m_rows = m[ends]  # [S2, H]
+        h_rows = hidden[[batch.cu_seqlens_q[i + 1] - 1 for _, i in wanted]]  # [S2, H]
+        logits2 = model.lm_head(m_rows)  # [S2, V]
+        samples = []
+        for s, (_, i) in enumerate(wanted):
+            req = requests[i]
+            samples.append(req.sampler.sample(logits2[s], req.output.seen, req.generator))
+        draft_ids = torch.tensor([d.token_id for d in samples], device=device)
+        conf = torch.sigmoid(model.confidence_logits(h_rows, m_rows, draft_ids, logits2).float()).tolist()
+        return {
+            i: (samples[s], float(conf[s]), logits2[s] if self.record_logits else None)
+            for s, (_, i) in enumerate(wanted)
+        }
+
+    def _finish_step(
+        self,
+        batch: ScheduledBatch,
+        req: EngineRequest,
+        i: int,
+        first: object,
+        drafted: tuple | None,
+        logits1: torch.Tensor | None,
+        s: int,
+    ) -> DecodeStep:
+        out, params = req.output, req.params
+        start = len(out.slots) - 1  # token1 is already pushed
+        draft = conf = logits2 = None
+        committed = False
+        if drafted is not None:
+            draft, conf, logits2 = drafted
+            committed = _commits(conf, params.tau)
+        if committed:
+            out.push(draft.token_id, draft.logprob)
+        elif not out.finished:  # rejected, or phase 2 skipped (tau >= 1): the pair's second slot is PAD
+            out.push_pad(self.model.config.pad_token_id)
+        return DecodeStep(
+            index=len(req.steps),
+            position=batch.context_lens[i] - 1,
+            token1=first.token_id,  # type: ignore[attr-defined]
+            draft=draft.token_id if draft is not None else None,
+            token2=draft.token_id if committed and draft is not None else None,
+            conf=conf,
+            committed=committed,
+            slots=tuple(out.slots[start:]),
+            logprob1=first.logprob if params.logprobs else None,  # type: ignore[attr-defined]
+            logprob2=draft.logprob if params.logprobs and draft is not None else None,
+            finish_reason=out.finish_reason,
+            elapsed_s=out.elapsed(),
+            logits1=logits1[s].float().clone() if self.record_logits and logits1 is not None else None,
+            logits2=logits2.float().clone() if logits2 is not None else None,
+        )
+
+
+class ARRunner:
+    """The AR baseline on the same engine: one token per position, the backbone's own embedding and head."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        kv: KVCache,
+        backend: AttentionBackend,
+        block_size: int,
+        *,
+        record_logits: bool = False,
+    ) -> None:
+        self.model = model
+        self.kv = kv
+        self.backend = backend
+        self.block_size = block_size
+        self.record_logits = record_logits
+        self.device = model.model.embed_tokens.weight.device
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch, requests: Sequence[EngineRequest]) -> list[DecodeStep | None]:
+        model, device = self.model, self.device
+        meta = batch_metadata(batch, self.block_size, device, torch_path=self.backend.needs_torch_metadata)
+        ids = torch.tensor(batch.input_ids, device=device)  # [N]
+        positions = torch.tensor(batch.positions, device=device)
+        embeds = model.model.embed_tokens(ids)  # [N, H]
+        hidden = run_layers(model.model, embeds, positions, self.kv, meta, self.backend)
+        rows = list(batch.logits_indices)
+        steps: list[DecodeStep | None] = [None] * batch.num_seqs
+        if not rows:
+            return steps
+        logits = model.lm_head(hidden[rows])  # [S, V]
+        sampling = [i for i, last in enumerate(batch.is_last_chunk) if last]
+        for s, i in enumerate(sampling):
+            req = requests[i]
+            out = req.output
+            first = req.sampler.sample(logits[s], out.seen, req.generator)
+            out.push(first.token_id, first.logprob)
+            steps[i] = DecodeStep(
+                index=len(req.steps),
+                position=batch.context_lens[i] - 1,
+                token1=first.token_id,
+                draft=None,
+                token2=None,
+                conf=None,
+                committed=False,
+                slots=(first.token_id,),
+                logprob1=first.logprob if req.params.logprobs else None,
+                logprob2=None,
+                finish_reason=out.finish_reason,
+                elapsed_s=out.elapsed(),
+                logits1=logits[s].float().clone() if self.record_logits else None,
+            )
+        return steps
