@@ -115,7 +115,11 @@ class AsyncEngine:
                     send = self._streams.get(output.request_id)
                     if send is None:
                         continue
-                    send.send_nowait(output)
+                    try:
+                        send.send_nowait(output)
+                    except anyio.BrokenResourceError:  # the consumer left; its abort is queued
+                        del self._streams[output.request_id]
+                        continue
                     if output.finished:
                         send.close()
                         del self._streams[output.request_id]
