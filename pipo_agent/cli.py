@@ -159,10 +159,10 @@ def run_task(
     import torch
 
     from pipo_agent.backends.checkpoints import MissingCheckpointError, default_model_dir
-    from pipo_agent.backends.decode import PipoReferenceDecoder, SamplingParams, SamplingParamsError
+    from pipo_agent.backends.decode import SamplingParams, SamplingParamsError
+    from pipo_agent.backends.engine.decoder import EngineDecoder
+    from pipo_agent.backends.engine.llm_engine import load_engine
     from pipo_agent.backends.eval import solve_with_tools
-    from pipo_agent.backends.model import load_pipo
-    from pipo_agent.backends.train.tokenizer import load_tokenizer
     from pipo_agent.tasks import extract_answer
 
     if threads:
@@ -180,10 +180,9 @@ def run_task(
     except (MissingCheckpointError, SamplingParamsError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    pipo = load_pipo(directory).to(device)
-    tokenizer = load_tokenizer(directory)
+    engine, tokenizer = load_engine(directory, device=device)
     result = solve_with_tools(
-        PipoReferenceDecoder(pipo),
+        EngineDecoder(engine),
         tokenizer,
         task,
         params=params,
@@ -347,3 +346,102 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ---- bench: PIPO vs AR on the embedded engine ----
+
+
+def _bench_tables(report: dict[str, Any]) -> list[Any]:
+    from rich.table import Table
+
+    ttft = Table(title=f"TTFT — {report['device']}, attention {report['attention_backend']}")
+    for col in ("prompt tokens", "PIPO ms", "AR ms", "AR/PIPO"):
+        ttft.add_column(col, justify="right")
+    for r in report["ttft"]:
+        ttft.add_row(
+            str(r["prompt_tokens"]), f"{r['pipo_ms']:.1f}", f"{r['ar_ms']:.1f}", f"{r['ratio']:.2f}x"
+        )
+    decode = Table(title="decode (held-out task prompts, greedy)")
+    for col in (
+        "batch",
+        "PIPO TPOT ms",
+        "AR TPOT ms",
+        "TPOT ratio",
+        "PIPO tok/s",
+        "AR tok/s",
+        "tok/step",
+        "KV B/tok ratio",
+    ):
+        decode.add_column(col, justify="right")
+    for r in report["decode"]:
+        p, a = r["pipo"], r["ar"]
+        decode.add_row(
+            str(r["batch"]),
+            f"{p['tpot_ms']:.2f}",
+            f"{a['tpot_ms']:.2f}",
+            f"{r['tpot_ratio']:.2f}x",
+            f"{p['tokens_per_s']:.0f}",
+            f"{a['tokens_per_s']:.0f}",
+            f"{p['tokens_per_step']:.2f}",
+            f"{r['kv_bytes_ratio']:.2f}",
+        )
+    sweep = Table(title="tau sweep (agent tool loop, held-out tasks)")
+    for col in ("system", "tau", "tasks", "accuracy", "tok/step"):
+        sweep.add_column(col, justify="right")
+    for r in report["tau_sweep"]:
+        tau = "-" if r["tau"] is None else f"{r['tau']:g}"
+        sweep.add_row(
+            r["system"], tau, str(r["tasks"]), f"{r['accuracy']:.2f}", f"{r['tokens_per_step']:.2f}"
+        )
+    targets = Table(title="targets")
+    for col in ("metric", "target", "measured", "met"):
+        targets.add_column(col, justify="right")
+    for name, t in report["targets"].items():
+        lower = t.get("lower_is_better", False)
+        met = t["measured"] <= t["target"] if lower else t["measured"] >= t["target"]
+        targets.add_row(
+            name, f"{'<=' if lower else '>='} {t['target']}", f"{t['measured']:.2f}", "yes" if met else "no"
+        )
+    return [ttft, decode, sweep, targets]
+
+
+@app.command("bench")
+def bench(
+    out: Annotated[Path, typer.Option(help="directory for bench.json and the PNG plots")] = Path(
+        "bench-results"
+    ),
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads")] = 2,
+    attention: Annotated[str | None, typer.Option(help="torch or triton (default: triton on CUDA)")] = None,
+    tau: Annotated[float, typer.Option(help="PIPO commit threshold for the speed runs")] = 0.9,
+    max_new_tokens: Annotated[int, typer.Option(min=2)] = 256,
+    sweep_tasks: Annotated[int, typer.Option(min=0, help="held-out tasks per family in the tau sweep")] = 4,
+    quick: Annotated[bool, typer.Option("--quick", help="a smoke-sized run of every measurement")] = False,
+) -> None:
+    """PIPO against the AR baseline on the embedded engine: TTFT, TPOT, throughput, KV bytes, tau sweep."""
+    from pydantic import ValidationError
+
+    from pipo_agent.backends.bench import BenchConfig, run_benchmark
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    options: dict[str, Any] = dict(
+        model_dir=str(model) if model else None,
+        device=device,
+        threads=threads,
+        attention=attention,
+        tau=tau,
+        out_dir=str(out),
+    )
+    try:
+        if quick:
+            config = BenchConfig.quick(**options)
+        else:
+            config = BenchConfig(max_new_tokens=max_new_tokens, sweep_tasks_per_family=sweep_tasks, **options)
+    except ValidationError as exc:
+        console.print(f"[red]invalid benchmark options:[/red]\n{exc}")
+        raise typer.Exit(2) from None
+    report = run_benchmark(config)
+    for table in _bench_tables(report):
+        console.print(table, width=max(console.width, 120))
+    console.print(f"wrote {out / 'bench.json'} and {', '.join(report['plots'])}")

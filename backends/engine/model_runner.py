@@ -11,6 +11,7 @@ Sampling, stop rules and bookkeeping are the reference decoder's own (`Sampler`,
 and in the same order, so a seeded request draws the same random numbers in both.
 """
 
+import time
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,49 @@ from pipo_agent.backends.engine.request import EngineRequest
 from pipo_agent.backends.engine.scheduler import ScheduledBatch
 from pipo_agent.backends.model.constants import PAIR
 from pipo_agent.backends.model.pipo import PipoModel
+
+
+class StepProfiler:
+    """Wall time per phase of the runner's steps (synchronizing CUDA at each mark), for the benchmark."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self.steps = 0
+        self._last = 0.0
+        self._active = False
+
+    def start(self, *, decode: bool) -> None:
+        """Begins a step; only decode steps are recorded (a prefill step's cost scales with the prompt)."""
+        self._active = decode
+        if not decode:
+            return
+        self._sync()
+        self._last = time.perf_counter()
+        self.steps += 1
+
+    def mark(self, phase: str) -> None:
+        if not self._active:
+            return
+        self._sync()
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def per_step_ms(self) -> dict[str, float]:
+        return {k: 1e3 * v / max(1, self.steps) for k, v in self.seconds.items()}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class NoProfiler:
+    def start(self, *, decode: bool) -> None:
+        pass
+
+    def mark(self, phase: str) -> None:
+        pass
 
 
 def _commits(conf: float, tau: float) -> bool:
@@ -51,15 +95,19 @@ class PipoRunner:
         self.block_size = block_size
         self.record_logits = record_logits
         self.device = model.embed_tokens.weight.device
+        self.profiler: StepProfiler | NoProfiler = NoProfiler()
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, requests: Sequence[EngineRequest]) -> list[DecodeStep | None]:
-        model, device = self.model, self.device
+        model, device, prof = self.model, self.device, self.profiler
+        prof.start(decode=not batch.is_prefill)
         meta = batch_metadata(batch, self.block_size, device, torch_path=self.backend.needs_torch_metadata)
+        prof.mark("metadata")
         ids = torch.tensor(batch.input_ids, device=device)  # [2N]
         latents = model.compress(ids[None])[0]  # [1, 2N] -> [N, H]
         positions = torch.tensor(batch.positions, device=device)  # [N]
         hidden = run_layers(model.backbone.model, latents, positions, self.kv, meta, self.backend)  # [N, H]
+        prof.mark("backbone")
 
         rows = list(batch.logits_indices)  # one row per sequence whose chunk reaches its last pair
         sampling = [i for i, last in enumerate(batch.is_last_chunk) if last]
@@ -73,11 +121,14 @@ class PipoRunner:
             first = req.sampler.sample(logits1[s], req.output.seen, req.generator)
             req.output.push(first.token_id, first.logprob)
             token1[i], firsts[i] = first.token_id, first
+        prof.mark("head+sample")
 
         phase2 = [i for i in range(batch.num_seqs) if requests[i].phase2]
         drafts = self._phase2(batch, requests, meta, positions, hidden, phase2, token1) if phase2 else {}
+        prof.mark("mtp+confidence")
         for s, i in enumerate(sampling):
             steps[i] = self._finish_step(batch, requests[i], i, firsts[i], drafts.get(i), logits1, s)
+        prof.mark("bookkeeping")
         return steps
 
     def _phase2(
@@ -203,15 +254,19 @@ class ARRunner:
         self.block_size = block_size
         self.record_logits = record_logits
         self.device = model.model.embed_tokens.weight.device
+        self.profiler: StepProfiler | NoProfiler = NoProfiler()
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, requests: Sequence[EngineRequest]) -> list[DecodeStep | None]:
-        model, device = self.model, self.device
+        model, device, prof = self.model, self.device, self.profiler
+        prof.start(decode=not batch.is_prefill)
         meta = batch_metadata(batch, self.block_size, device, torch_path=self.backend.needs_torch_metadata)
+        prof.mark("metadata")
         ids = torch.tensor(batch.input_ids, device=device)  # [N]
         positions = torch.tensor(batch.positions, device=device)
         embeds = model.model.embed_tokens(ids)  # [N, H]
         hidden = run_layers(model.model, embeds, positions, self.kv, meta, self.backend)
+        prof.mark("backbone")
         rows = list(batch.logits_indices)
         steps: list[DecodeStep | None] = [None] * batch.num_seqs
         if not rows:
@@ -238,4 +293,5 @@ class ARRunner:
                 elapsed_s=out.elapsed(),
                 logits1=logits[s].float().clone() if self.record_logits else None,
             )
+        prof.mark("head+sample")
         return steps
