@@ -88,16 +88,17 @@ def build_metadata(
         qi = torch.arange(max_q)
         q_valid = qi[None] < torch.tensor(num_new)[:, None]  # [B, max_q]
         q_index = torch.where(q_valid, torch.tensor(cu[:-1])[:, None] + qi[None], 0)
-        q_pos = torch.tensor(contexts)[:, None] - torch.tensor(num_new)[:, None] + qi[None]  # [B, max_q]
-        mask = (pos[None, None, :] <= q_pos[:, :, None]) & (
-            pos[None, None, :] < torch.tensor(contexts)[:, None, None]
-        )
-        mask = (mask | ~q_valid[:, :, None]).unsqueeze(1)  # padding rows attend anywhere: no NaN, dropped
+        if batch > 1 or num_new[0] not in (1, contexts[0]):  # a lone decode row or whole prompt needs none
+            q_pos = torch.tensor(contexts)[:, None] - torch.tensor(num_new)[:, None] + qi[None]  # [B, max_q]
+            ctx = torch.tensor(contexts)[:, None, None]
+            mask = (pos[None, None, :] <= q_pos[:, :, None]) & (pos[None, None, :] < ctx)
+            mask = (mask | ~q_valid[:, :, None]).unsqueeze(1)  # padding rows attend anywhere: no NaN, dropped
         if batch == 1:
             blocks = block_tables[0][: -(-contexts[0] // block_size)]
             if all(b == blocks[0] + i for i, b in enumerate(blocks)):
                 contiguous_start = blocks[0] * block_size
-        kv_index, q_index, q_valid, mask = (t.to(device) for t in (kv_index, q_index, q_valid, mask))
+        kv_index, q_index, q_valid = (t.to(device) for t in (kv_index, q_index, q_valid))
+        mask = mask.to(device) if mask is not None else None
     return AttentionMetadata(
         slot_mapping=torch.tensor(slot_mapping, dtype=torch.int64, device=device),
         block_tables=table.to(device),

@@ -77,6 +77,8 @@ class SFTConfig(_Frozen):
     lambda_mtp: float = 1.0
     lambda_conf: float = 1.0
     lora: LoraSettings | None = None  # None: full fine-tune of backbone and MTP layer
+    # A PIPO checkpoint to continue from instead of a student freshly made from the teacher (same backbone).
+    init_from: str | None = None
     optim: OptimConfig = OptimConfig(lr=1e-3, max_steps=800, token_budget=4096, save_every=100)
 
 

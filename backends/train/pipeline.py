@@ -112,7 +112,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         student = load_pipo(sft_dir / "final")
         extra = [load_pipo(sft_dir / f"final-{ablation}").confidence_head] if ablation else []
     else:
-        student = student_from_teacher(cfg.sft, teacher, pad, eos_ids)
+        if cfg.sft.init_from:
+            student = load_pipo(cfg.sft.init_from)
+            manifest["sft_init_from"] = cfg.sft.init_from
+        else:
+            student = student_from_teacher(cfg.sft, teacher, pad, eos_ids)
         extra = [build_confidence_head(ablation, student.config.hidden_size)] if ablation else []
         student = train_sft(cfg.sft, student, turns, sft_dir, extra, cfg.device)
     manifest["stages"]["sft"] = round(time.time() - stage_t, 1)

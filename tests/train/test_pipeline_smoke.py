@@ -159,3 +159,22 @@ def test_stop_after_sft_leaves_a_resumable_run(tmp_path: Path) -> None:
 def test_bad_device_fails_early_with_the_valid_choices(device: str) -> None:
     with pytest.raises(ValidationError, match="'cpu', 'cuda' or 'cuda:N'"):
         PipelineConfig.load(overrides={"device": device})
+
+
+def test_sft_can_continue_from_a_pipo_checkpoint(tmp_path: Path) -> None:
+    first = PipelineConfig.load(overrides={**TINY, "out_dir": str(tmp_path / "a")})
+    pipeline.run_pipeline(first)
+    second = PipelineConfig.load(
+        overrides={
+            **TINY,
+            "out_dir": str(tmp_path / "b"),
+            "stop_after": "sft",
+            "sft.init_from": str(tmp_path / "a" / "pipo"),
+        }
+    )
+    manifest = pipeline.run_pipeline(second)
+    assert manifest["sft_init_from"] == str(tmp_path / "a" / "pipo")
+    start = _weights(tmp_path / "a" / "pipo")
+    after = _weights(tmp_path / "b" / "sft" / "final")
+    assert start.keys() == after.keys()
+    assert any(not torch.equal(start[k], after[k]) for k in start if k.startswith("mtp."))
