@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pipo_agent.backends.decode.sampling import SampledToken
 from pipo_agent.backends.decode.types import DecodeStep
 from pipo_agent.backends.engine.attention import (
     AttentionBackend,
@@ -74,6 +75,33 @@ class NoProfiler:
         pass
 
 
+def sample_rows(
+    logits: torch.Tensor, requests: Sequence[EngineRequest], suppress_id: int | None
+) -> list[SampledToken]:
+    """One token per row of `logits` `[S, V]` for `requests[s]`, exactly as each request's `Sampler` would.
+
+    Greedy rows without a presence penalty in effect are done together (one argmax, one log-softmax, one
+    device-to-host copy for the whole batch); the rest go through their request's sampler and generator."""
+    out: list[SampledToken | None] = [None] * len(requests)
+    fast = [
+        s
+        for s, req in enumerate(requests)
+        if req.params.greedy and not (req.params.presence_penalty and req.output.seen)
+    ]
+    if fast:
+        rows = logits[fast].float()  # [F, V]
+        if suppress_id is not None:
+            rows[:, suppress_id] = float("-inf")
+        tokens = rows.argmax(-1)  # [F]
+        logprobs = rows.log_softmax(-1).gather(1, tokens[:, None])[:, 0]  # [F]
+        for s, token, logprob in zip(fast, tokens.tolist(), logprobs.tolist(), strict=True):
+            out[s] = SampledToken(token_id=int(token), logprob=float(logprob))
+    for s, req in enumerate(requests):
+        if out[s] is None:
+            out[s] = req.sampler.sample(logits[s], req.output.seen, req.generator)
+    return [t for t in out if t is not None]
+
+
 def _commits(conf: float, tau: float) -> bool:
     return tau < 0 or conf >= tau
 
@@ -115,12 +143,14 @@ class PipoRunner:
         steps: list[DecodeStep | None] = [None] * batch.num_seqs
         token1: dict[int, int] = {}
         firsts = {}
-        for s, i in enumerate(sampling):
+        pad = int(model.config.pad_token_id)
+        if sampling:
             assert logits1 is not None
-            req = requests[i]
-            first = req.sampler.sample(logits1[s], req.output.seen, req.generator)
-            req.output.push(first.token_id, first.logprob)
-            token1[i], firsts[i] = first.token_id, first
+            for i, first in zip(
+                sampling, sample_rows(logits1, [requests[i] for i in sampling], pad), strict=True
+            ):
+                requests[i].output.push(first.token_id, first.logprob)
+                token1[i], firsts[i] = first.token_id, first
         prof.mark("head+sample")
 
         phase2 = [i for i in range(batch.num_seqs) if requests[i].phase2]
@@ -186,10 +216,8 @@ class PipoRunner:
         m_rows = m[ends]  # [S2, H]
         h_rows = hidden[[batch.cu_seqlens_q[i + 1] - 1 for _, i in wanted]]  # [S2, H]
         logits2 = model.lm_head(m_rows)  # [S2, V]
-        samples = []
-        for s, (_, i) in enumerate(wanted):
-            req = requests[i]
-            samples.append(req.sampler.sample(logits2[s], req.output.seen, req.generator))
+        pad = int(model.config.pad_token_id)
+        samples = sample_rows(logits2, [requests[i] for _, i in wanted], pad)
         draft_ids = torch.tensor([d.token_id for d in samples], device=device)
         conf = torch.sigmoid(model.confidence_logits(h_rows, m_rows, draft_ids, logits2).float()).tolist()
         return {
@@ -273,10 +301,10 @@ class ARRunner:
             return steps
         logits = model.lm_head(hidden[rows])  # [S, V]
         sampling = [i for i, last in enumerate(batch.is_last_chunk) if last]
-        for s, i in enumerate(sampling):
+        firsts = sample_rows(logits, [requests[i] for i in sampling], None)
+        for s, (i, first) in enumerate(zip(sampling, firsts, strict=True)):
             req = requests[i]
             out = req.output
-            first = req.sampler.sample(logits[s], out.seen, req.generator)
             out.push(first.token_id, first.logprob)
             steps[i] = DecodeStep(
                 index=len(req.steps),
