@@ -106,7 +106,37 @@ def _commits(conf: float, tau: float) -> bool:
     return tau < 0 or conf >= tau
 
 
-class PipoRunner:
+class _Runner:
+    """What both runners share: the pool, the attention backend, the profiler and the per-step metadata."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        kv: KVCache,
+        backend: AttentionBackend,
+        block_size: int,
+        device: torch.device,
+        record_logits: bool,
+    ) -> None:
+        self.model = model
+        self.kv = kv
+        self.backend = backend
+        self.block_size = block_size
+        self.record_logits = record_logits
+        self.device = device
+        self.profiler: StepProfiler | NoProfiler = NoProfiler()
+
+    def _begin(self, batch: ScheduledBatch) -> tuple[AttentionMetadata, torch.Tensor]:
+        """Starts the step's profile; the attention metadata and the new rows' positions `[N]`."""
+        self.profiler.start(decode=not batch.is_prefill)
+        meta = batch_metadata(
+            batch, self.block_size, self.device, torch_path=self.backend.needs_torch_metadata
+        )
+        self.profiler.mark("metadata")
+        return meta, torch.tensor(batch.positions, device=self.device)
+
+
+class PipoRunner(_Runner):
     def __init__(
         self,
         model: PipoModel,
@@ -117,23 +147,15 @@ class PipoRunner:
         record_logits: bool = False,
     ) -> None:
         assert kv.mtp is not None
-        self.model = model
-        self.kv = kv
-        self.backend = backend
-        self.block_size = block_size
-        self.record_logits = record_logits
-        self.device = model.embed_tokens.weight.device
-        self.profiler: StepProfiler | NoProfiler = NoProfiler()
+        super().__init__(model, kv, backend, block_size, model.embed_tokens.weight.device, record_logits)
+        self.model: PipoModel = model
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, requests: Sequence[EngineRequest]) -> list[DecodeStep | None]:
         model, device, prof = self.model, self.device, self.profiler
-        prof.start(decode=not batch.is_prefill)
-        meta = batch_metadata(batch, self.block_size, device, torch_path=self.backend.needs_torch_metadata)
-        prof.mark("metadata")
+        meta, positions = self._begin(batch)
         ids = torch.tensor(batch.input_ids, device=device)  # [2N]
         latents = model.compress(ids[None])[0]  # [1, 2N] -> [N, H]
-        positions = torch.tensor(batch.positions, device=device)  # [N]
         hidden = run_layers(model.backbone.model, latents, positions, self.kv, meta, self.backend)  # [N, H]
         prof.mark("backbone")
 
@@ -264,7 +286,7 @@ class PipoRunner:
         )
 
 
-class ARRunner:
+class ARRunner(_Runner):
     """The AR baseline on the same engine: one token per position, the backbone's own embedding and head."""
 
     def __init__(
@@ -276,22 +298,15 @@ class ARRunner:
         *,
         record_logits: bool = False,
     ) -> None:
-        self.model = model
-        self.kv = kv
-        self.backend = backend
-        self.block_size = block_size
-        self.record_logits = record_logits
-        self.device = model.model.embed_tokens.weight.device
-        self.profiler: StepProfiler | NoProfiler = NoProfiler()
+        super().__init__(
+            model, kv, backend, block_size, model.model.embed_tokens.weight.device, record_logits
+        )
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, requests: Sequence[EngineRequest]) -> list[DecodeStep | None]:
         model, device, prof = self.model, self.device, self.profiler
-        prof.start(decode=not batch.is_prefill)
-        meta = batch_metadata(batch, self.block_size, device, torch_path=self.backend.needs_torch_metadata)
-        prof.mark("metadata")
+        meta, positions = self._begin(batch)
         ids = torch.tensor(batch.input_ids, device=device)  # [N]
-        positions = torch.tensor(batch.positions, device=device)
         embeds = model.model.embed_tokens(ids)  # [N, H]
         hidden = run_layers(model.model, embeds, positions, self.kv, meta, self.backend)
         prof.mark("backbone")
