@@ -62,24 +62,51 @@ def train_all(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None)
     console.print_json(json.dumps(manifest))
 
 
-# ---- run: solve one task with tools, streaming ----
+def _train_until(stage: str, config: Path | None, sets: list[str] | None, out: str | None) -> None:
+    from pipo_agent.backends.train.pipeline import run_pipeline
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    manifest = run_pipeline(_pipeline(config, [*(sets or []), f"stop_after={stage}"], out))
+    console.print_json(json.dumps(manifest))
+
+
+@train_app.command("teacher")
+def train_teacher_cmd(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None) -> None:
+    """Data, tokenizer and the AR teacher (stops there; finished stages are skipped)."""
+    _train_until("teacher", config, set_, out)
+
+
+@train_app.command("sft")
+def train_sft_cmd(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None) -> None:
+    """Everything up to PIPO SFT (the teacher first if the run has none); `--set sft.init_from=DIR` continues
+    from a PIPO checkpoint."""
+    _train_until("sft", config, set_, out)
+
+
+@train_app.command("opd")
+def train_opd_cmd(config: ConfigOpt = None, set_: SetOpt = None, out: OutOpt = None) -> None:
+    """Everything up to on-policy distillation, then the final model in `<out>/pipo`."""
+    _train_until("opd", config, set_, out)
+
+
+# ---- run / resume: the agent on the embedded default model ----
 
 ModelOpt = Annotated[
     Path | None, typer.Option("--model", "-m", help="PIPO checkpoint dir with tokenizer (default: shipped)")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch intra-op threads")]
+DbOpt = Annotated[Path, typer.Option("--db", help="SQLite file for runs, history and adaptive tau")]
+DEFAULT_DB = Path("pipo-agent.db")
 
 
 class _EventPrinter:
-    """Streams tool-loop events: reasoning dimmed, answer text plain, tool calls and results marked."""
+    """Streams run events: reasoning dimmed, answer text plain, tool calls and results marked."""
 
     def __init__(self, out: Console) -> None:
-        from pipo_agent.backends.eval import tool_loop
-
-        self.loop = tool_loop
         self.out = out
         self.channel: str | None = None
+        self.run_id: str | None = None
 
     def _switch(self, channel: str | None, header: str | None = None) -> None:
         if self.channel != channel:
@@ -92,109 +119,243 @@ class _EventPrinter:
     def __call__(self, event: Any) -> None:
         from rich.text import Text
 
-        loop = self.loop
-        if isinstance(event, loop.ReasoningDelta):
+        kind = event.kind
+        if kind == "run_start":
+            self.run_id = event.run_id
+            tau = "backend default" if event.tau is None else f"{event.tau:g}"
+            again = "resuming " if event.resumed else ""
+            self.out.print(f"[dim]{again}run {event.run_id} · task type {event.task_type} · tau {tau}[/dim]")
+        elif kind == "reasoning_delta":
             self._switch("reasoning", "[dim italic]thinking…[/dim italic]")
             self.out.print(Text(event.text, style="dim"), end="", soft_wrap=True)
-        elif isinstance(event, loop.TextDelta):
+        elif kind == "text_delta":
             self._switch("text")
             self.out.print(Text(event.text), end="", soft_wrap=True)
-        elif isinstance(event, loop.ToolCallEvent):
+        elif kind == "tool_call":
             self._switch(None)
             call = event.call
-            if call.error is None:
+            if hasattr(call, "arguments"):
                 args = json.dumps(call.arguments, ensure_ascii=False)
                 self.out.print(Text(f"→ {call.name}({args})", style="cyan"))
             else:
                 self.out.print(Text(f"→ malformed tool call: {call.raw}", style="red"))
-        elif isinstance(event, loop.ToolResultEvent):
-            self.out.print(Text(f"← {event.content}", style="red" if event.is_error else "green"))
-        elif isinstance(event, loop.TurnEnd):
+        elif kind == "tool_result":
             self._switch(None)
-            s = event.stats
-            self.out.print(
-                f"[dim]turn {event.turn + 1}: {s.tokens} tokens in {s.steps} steps, "
-                f"drafts {s.drafts_committed}/{s.drafts_proposed}, {event.finish_reason}[/dim]"
-            )
+            result = event.result
+            reused = " (from before the crash)" if event.reused else ""
+            style = "red" if result.is_error else "green"
+            self.out.print(Text(f"← {result.name or '?'}: {result.content}{reused}", style=style))
+        elif kind == "step_end":
+            self._switch(None)
+            self.out.print(f"[dim]turn {event.step + 1}: {_usage_line(event.message.usage)}[/dim]")
 
 
-def _stats_table(result: Any, tau: float) -> Any:
+def _usage_line(usage: Any) -> str:
+    if usage is None:
+        return "no usage reported"
+    parts = [f"{usage.completion_tokens} tokens ({usage.reasoning_tokens} reasoning)"]
+    if usage.steps is not None:
+        parts.append(f"in {usage.steps} steps")
+    if usage.drafts_proposed is not None:
+        parts.append(f"drafts {usage.drafts_committed}/{usage.drafts_proposed}")
+    return ", ".join(parts)
+
+
+def _stats_table(result: Any, seconds: float) -> Any:
     from rich.table import Table
 
-    s = result.stats
+    u = result.usage
+    tool_calls = sum(1 for m in result.messages if m.kind == "tool")
+    rate = ""
+    if u.drafts_proposed:
+        rate = f" ({(u.drafts_committed or 0) / u.drafts_proposed:.0%})"
     table = Table(title="PIPO stats", show_header=False)
-    rate = f" ({s.commit_rate:.0%})" if s.commit_rate is not None else ""
     rows = [
-        ("turns", f"{s.turns} ({result.stop})"),
-        ("tool calls", str(len(result.tool_calls))),
-        ("steps", str(s.steps)),
-        ("tokens", str(s.tokens)),
-        ("tokens per step", f"{s.tokens_per_step:.2f}"),
-        ("drafts committed / proposed", f"{s.drafts_committed}/{s.drafts_proposed}{rate}"),
-        ("tau", f"{tau:g}"),
-        ("tokens/s", f"{s.tokens_per_s:.1f}" if s.tokens_per_s else "-"),
-        ("TTFT", f"{s.ttft_s * 1e3:.1f} ms" if s.ttft_s is not None else "-"),
-        ("TPOT", f"{s.tpot_s * 1e3:.2f} ms" if s.tpot_s is not None else "-"),
+        ("run id", str(result.run_id)),
+        ("stop", f"{result.stop_reason} ({result.detail})"),
+        ("turns", str(result.steps)),
+        ("tool calls", str(tool_calls)),
+        ("tokens (reasoning)", f"{u.completion_tokens} ({u.reasoning_tokens})"),
+        ("backbone steps", "-" if u.steps is None else str(u.steps)),
+        ("tokens per step", "-" if u.tokens_per_step is None else f"{u.tokens_per_step:.2f}"),
+        ("drafts committed / proposed", f"{u.drafts_committed}/{u.drafts_proposed}{rate}"),
+        ("tau", "-" if result.tau is None else f"{result.tau:g} ({result.task_type})"),
+        ("tokens/s", f"{u.completion_tokens / seconds:.1f}" if seconds > 0 else "-"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
 
 
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+async def _agent_session(
+    db: Path,
+    load: Any,
+    config: Any,
+    start: Any,
+    check: Any = None,
+) -> tuple[Any, float]:
+    """Open the store, load the model, run (or resume) with the built-in tools and print the stream."""
+    import time
+
+    import anyio
+
+    from pipo_agent.agent import Agent
+    from pipo_agent.memory import MemoryStore
+    from pipo_agent.tasks import SYSTEM_PROMPT
+    from pipo_agent.tools import calculator_tool, lookup_tool
+
+    printer = _EventPrinter(console)
+    async with MemoryStore.open(db) as store:
+        if check is not None:
+            config = await check(store)
+        backend = await anyio.to_thread.run_sync(load)  # seconds of torch work, off the event loop
+        async with backend:
+            tools = [calculator_tool(), lookup_tool()]
+            agent = Agent(backend, tools=tools, system_prompt=SYSTEM_PROMPT, config=config, memory=store)
+            started = time.perf_counter()
+            try:
+                async with start(agent) as run:
+                    async for event in run:
+                        printer(event)
+            except BaseException:
+                if printer.run_id is not None:
+                    console.print(f"\n[yellow]stopped; run {printer.run_id} keeps its partial turn[/yellow]")
+                raise
+            return run.result, time.perf_counter() - started
+
+
+def _report(result: Any, seconds: float) -> None:
+    from pipo_agent.tasks import extract_answer
+
+    answer = extract_answer(result.output)
+    if answer is not None:
+        console.print(f"[bold green]Answer:[/bold green] {answer}", highlight=False)
+    else:
+        console.print(f"[yellow]no 'Answer:' line ({result.stop_reason}: {result.detail})[/yellow]")
+    console.print(_stats_table(result, seconds))
+    console.print(f"run id: {result.run_id}", highlight=False)
+
+
+def _loader(model: Path | None, device: str, threads: int | None, max_tokens: int) -> Any:
+    """A function that loads the backend (after checking that the checkpoint exists)."""
+    from pipo_agent.backends.checkpoints import MissingCheckpointError, default_model_dir
+
+    try:
+        directory = model if model is not None else default_model_dir()
+    except MissingCheckpointError as exc:
+        raise _fail(str(exc)) from None
+
+    def load() -> Any:
+        import torch
+
+        from pipo_agent.backends.engine.chat_backend import EngineBackend
+
+        if threads:
+            torch.set_num_threads(threads)
+        return EngineBackend.from_default(model_dir=directory, device=device, max_tokens=max_tokens)
+
+    return load
+
+
 @app.command("run")
 def run_task(
     task: Annotated[str, typer.Argument(help="the task or question to solve")],
     model: ModelOpt = None,
-    tau: Annotated[float, typer.Option(help="commit threshold: < 0 always commits, >= 1 never drafts")] = 0.9,
+    db: DbOpt = DEFAULT_DB,
+    thread: Annotated[str | None, typer.Option(help="continue this conversation thread")] = None,
+    task_type: Annotated[
+        str | None, typer.Option(help="profile for adaptive tau (default: inferred from the task)")
+    ] = None,
+    tau: Annotated[
+        float | None, typer.Option(help="fixed commit threshold in [-1, 1] (default: adaptive per task type)")
+    ] = None,
     temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
     top_p: Annotated[float, typer.Option()] = 1.0,
     top_k: Annotated[int, typer.Option(help="0 = off")] = 0,
     seed: Annotated[int | None, typer.Option()] = None,
-    max_turns: Annotated[int, typer.Option(min=1)] = 8,
+    max_turns: Annotated[int, typer.Option("--max-turns", "--max-steps", min=1)] = 8,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="per assistant turn")] = 1024,
+    token_budget: Annotated[int | None, typer.Option(min=1, help="generated tokens over the run")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds for the whole run")] = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
 ) -> None:
-    """Solve a task with the calculator and lookup tools, streaming reasoning, tool calls and the answer."""
-    import torch
+    """Solve a task with the agent (calculator and lookup tools) on the embedded PIPO model, streaming its
+    reasoning, tool calls and answer; the run is stored in --db and tau adapts per task type."""
+    import anyio
+    from pydantic import ValidationError
 
-    from pipo_agent.backends.checkpoints import MissingCheckpointError, default_model_dir
-    from pipo_agent.backends.decode import SamplingParams, SamplingParamsError
-    from pipo_agent.backends.engine.decoder import EngineDecoder
-    from pipo_agent.backends.engine.llm_engine import load_engine
-    from pipo_agent.backends.eval import solve_with_tools
-    from pipo_agent.tasks import extract_answer
+    from pipo_agent.agent import AgentConfig
+    from pipo_agent.backend import SamplingSettings
+    from pipo_agent.thresholds import infer_task_type
 
-    if threads:
-        torch.set_num_threads(threads)
+    if tau is not None and not -1.0 <= tau <= 1.0:
+        raise _fail(f"--tau must be in [-1, 1], got {tau}")
     try:
-        directory = model if model is not None else default_model_dir()
-        params = SamplingParams(
+        sampling = SamplingSettings(
             temperature=temperature,
             top_p=top_p,
-            top_k=top_k,
+            top_k=top_k or None,
             seed=seed,
             tau=tau,
-            max_new_tokens=max_new_tokens,
+            max_tokens=max_new_tokens,
         )
-    except (MissingCheckpointError, SamplingParamsError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    engine, tokenizer = load_engine(directory, device=device)
-    result = solve_with_tools(
-        EngineDecoder(engine),
-        tokenizer,
-        task,
-        params=params,
-        max_turns=max_turns,
-        on_event=_EventPrinter(console),
-    )
-    answer = extract_answer(result.final_text)
-    if answer is not None:
-        console.print(f"[bold green]Answer:[/bold green] {answer}", highlight=False)
-    else:
-        console.print(f"[yellow]no 'Answer:' line ({result.stop})[/yellow]")
-    console.print(_stats_table(result, tau))
+        config = AgentConfig(
+            max_steps=max_turns, token_budget=token_budget, wall_timeout_s=timeout, sampling=sampling
+        )
+    except ValidationError as exc:
+        raise _fail(f"invalid options:\n{exc}") from None
+    load = _loader(model, device, threads, max_new_tokens)
+    kind = task_type or infer_task_type(task)
+
+    def start(agent: Any) -> Any:
+        return agent.stream(task, thread_id=thread, task_type=kind)
+
+    result, seconds = anyio.run(_agent_session, db, load, config, start)
+    _report(result, seconds)
+
+
+@app.command("resume")
+def resume_run(
+    run_id: Annotated[str, typer.Argument(help="the id of a run that did not finish (printed by `run`)")],
+    db: DbOpt = DEFAULT_DB,
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Continue a run that was killed or interrupted, from its last completed step: finished tool results
+    are reused, and a tool whose outcome is unknown is reported to the model, never run again."""
+    import anyio
+    from pydantic import ValidationError
+
+    from pipo_agent.agent import AgentConfig
+    from pipo_agent.memory import NotFoundError
+
+    async def check(store: Any) -> Any:
+        try:
+            run = await store.get_run(run_id)
+        except NotFoundError:
+            raise _fail(f"no run {run_id!r} in {db}") from None
+        if run.status.is_final:
+            raise _fail(f"run {run_id} is already {run.status.value}; only an unfinished run resumes")
+        try:
+            return AgentConfig.model_validate(run.config.get("agent", {}))
+        except ValidationError:
+            return AgentConfig()
+
+    def start(agent: Any) -> Any:
+        return agent.stream_resume(run_id)
+
+    if not db.exists():
+        raise _fail(f"no database at {db}")
+    load = _loader(model, device, threads, 1024)
+    result, seconds = anyio.run(_agent_session, db, load, None, start, check)
+    _report(result, seconds)
 
 
 # ---- eval: PIPO against its AR teacher ----
@@ -445,3 +606,106 @@ def bench(
     for table in _bench_tables(report):
         console.print(table, width=max(console.width, 120))
     console.print(f"wrote {out / 'bench.json'} and {', '.join(report['plots'])}")
+
+
+# ---- serve: the OpenAI-compatible HTTP server ----
+
+
+def _read_key(path: Path) -> str:
+    import sys
+
+    text = sys.stdin.read() if str(path) in ("-", "/dev/stdin") else path.read_text()
+    return text.strip()
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str, typer.Option(help="address to bind; any non-loopback address needs an API key")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: any free port)")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="require 'Authorization: Bearer KEY' (a command line is visible to others)"),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="read the API key from this file ('-': from standard input)")
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="embedded (in-process engine) or sglang (GPU; not available yet)")
+    ] = "embedded",
+    model: ModelOpt = None,
+    served_model_name: Annotated[str, typer.Option(help="the model id clients send")] = "pipo-default",
+    mode: Annotated[str, typer.Option(help="pipo, or ar for the AR teacher")] = "pipo",
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+    max_num_seqs: Annotated[int, typer.Option(min=1, help="requests running in the engine at once")] = 64,
+    max_queue: Annotated[int, typer.Option(min=0, help="requests waiting beyond those; more get 429")] = 64,
+    kv_cache_mb: Annotated[int, typer.Option(min=1, help="KV cache size in MiB")] = 256,
+    max_model_pairs: Annotated[int | None, typer.Option(min=1, help="context length in pairs")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="tokens per request when it sets none")] = 1024,
+    max_tokens_limit: Annotated[
+        int, typer.Option(min=1, help="the most tokens a request may ask for")
+    ] = 8192,
+    tau: Annotated[float, typer.Option(help="commit threshold when a request sets none, in [-1, 1]")] = 0.9,
+    task_tau: Annotated[
+        list[str] | None, typer.Option(help="TYPE=TAU: the tau of requests with this task_type (repeatable)")
+    ] = None,
+    grace_period: Annotated[
+        float, typer.Option(min=0, help="seconds running requests get at shutdown")
+    ] = 30.0,
+    max_body_bytes: Annotated[int, typer.Option(min=1024, help="largest request body")] = 4 * 2**20,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    check: Annotated[
+        bool, typer.Option("--check", help="validate settings and checkpoint, print them, exit")
+    ] = False,
+) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
+    /v1/models, /health, /metrics); binds 127.0.0.1 unless --host says otherwise."""
+    try:
+        from pipo_agent.server import ServerConfig, ServerError
+        from pipo_agent.server import check as check_config
+        from pipo_agent.server import serve as run_server
+    except ImportError as exc:
+        console.print(
+            f"[red]the server needs the 'server' extra: pip install 'pipo-agent[server]' ({exc})[/red]"
+        )
+        raise typer.Exit(2) from None
+    try:
+        key = _read_key(api_key_file) if api_key_file is not None else api_key
+    except OSError as exc:
+        console.print(f"[red]cannot read --api-key-file: {exc}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        taus = {name: float(value) for name, value in _parse_overrides(task_tau or []).items()}
+        config = ServerConfig.build(
+            host=host,
+            port=port,
+            api_key=key or None,
+            engine=engine,
+            model_dir=model,
+            served_model_name=served_model_name,
+            mode=mode,
+            device=device,
+            threads=threads,
+            max_num_seqs=max_num_seqs,
+            max_queue=max_queue,
+            kv_cache_bytes=kv_cache_mb * 2**20,
+            max_model_pairs=max_model_pairs,
+            default_max_tokens=max_tokens,
+            max_tokens_limit=max_tokens_limit,
+            default_tau=tau,
+            task_taus=taus,
+            grace_period_s=grace_period,
+            max_body_bytes=max_body_bytes,
+            log_level=log_level,
+        )
+        summary = check_config(config)
+        if check:
+            console.print_json(json.dumps(summary))
+            return
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        run_server(config)
+    except (ServerError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None

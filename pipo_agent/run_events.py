@@ -15,21 +15,30 @@ timeout or :meth:`~pipo_agent.agent.RunStream.cancel` still ends with ``RunEndEv
 outside (a cancel scope, Ctrl-C) or failed by an error does not.
 """
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
-from typing import Annotated, Literal
+from types import TracebackType
+from typing import Annotated, Final, Literal, Self
 
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipo_agent.errors import AgentUsageError
 from pipo_agent.messages import AssistantMessage, InvalidToolCall, Message, ToolCall, ToolResultMessage, Usage
 
 __all__ = [
+    "Emit",
     "Hook",
     "ReasoningEvent",
     "RunEndEvent",
     "RunEvent",
     "RunResult",
     "RunStartEvent",
+    "RunStream",
     "StepEndEvent",
     "StepStartEvent",
     "StepUsageEvent",
@@ -37,7 +46,10 @@ __all__ = [
     "TextEvent",
     "ToolCallEvent",
     "ToolResultEvent",
+    "emitter",
 ]
+
+_EVENT_BUFFER: Final = 64  # events a slow consumer may lag behind before the run waits for it
 
 
 class _Model(BaseModel):
@@ -151,3 +163,95 @@ RunEvent = Annotated[
 Hook = Callable[[RunEvent], Awaitable[None] | None]
 """An observer of a run's events, sync or async, called in event order before the event is streamed.
 Hooks are called one at a time; an exception from a hook fails the run."""
+
+Emit = Callable[[RunEvent], Awaitable[None]]
+Runner = Callable[[Emit, anyio.CancelScope], Awaitable[RunResult]]
+
+
+def emitter(hooks: Sequence[Hook], send: MemoryObjectSendStream[RunEvent] | None = None) -> Emit:
+    """The run's ``emit``: calls the hooks one event at a time (tools finish concurrently), then streams the
+    event to ``send`` unless its consumer has left."""
+    lock = anyio.Lock()
+
+    async def emit(event: RunEvent) -> None:
+        async with lock:
+            for hook in hooks:
+                outcome = hook(event)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            if send is not None:
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await send.send(event)
+
+    return emit
+
+
+class RunStream:
+    """A run in progress, as an async context manager over its events.
+
+    ``async with agent.stream(task) as run: async for event in run: ...``, then ``run.result``. The run goes
+    on in a task of its own, at most a small buffer of events ahead of the consumer. Leaving the block
+    before the run ends cancels it (its partial turn is saved); :meth:`cancel` does so at any time. Errors
+    of the run are raised from the ``async with`` block.
+    """
+
+    def __init__(self, runner: Runner, hooks: Sequence[Hook] = ()) -> None:
+        self._runner = runner
+        self._hooks = list(hooks)
+        self._result: RunResult | None = None
+        self._group: TaskGroup | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._cancelled = False
+
+    async def __aenter__(self) -> Self:
+        if self._group is not None:
+            raise AgentUsageError("a RunStream is entered once")
+        self._scope = anyio.CancelScope()
+        if self._cancelled:
+            self._scope.cancel()
+        self._send, self._receive = anyio.create_memory_object_stream[RunEvent](_EVENT_BUFFER)
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._produce, self._scope)
+        return self
+
+    async def _produce(self, scope: anyio.CancelScope) -> None:
+        async with self._send:
+            self._result = await self._runner(emitter(self._hooks, self._send), scope)
+
+    def __aiter__(self) -> Self:
+        if self._group is None:
+            raise AgentUsageError("iterate a run inside `async with agent.stream(...) as run:`")
+        return self
+
+    async def __anext__(self) -> RunEvent:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def cancel(self) -> None:
+        """Stop the run now; it ends with ``stop_reason`` ``cancelled`` and its partial turn saved."""
+        self._cancelled = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    @property
+    def result(self) -> RunResult:
+        if self._result is None:
+            raise AgentUsageError("the run has not ended; read the stream to its end first")
+        return self._result
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._group is not None
+        if self._result is None:
+            self.cancel()
+        self._receive.close()
+        try:
+            return await self._group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # the run's own error, not a group of one
+                raise group.exceptions[0] from None
+            raise

@@ -16,17 +16,36 @@ This module imports the memory package only when a store is used: it pulls in SQ
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sniffio
+from pydantic import ValidationError
 
+from pipo_agent.backend import SamplingSettings
 from pipo_agent.errors import AgentUsageError
-from pipo_agent.messages import AssistantMessage, Message, ToolResultMessage, Usage, dump_message, load_history
+from pipo_agent.messages import (
+    AssistantMessage,
+    Message,
+    ToolResultMessage,
+    Usage,
+    dump_message,
+    load_history,
+    load_message,
+)
 
 if TYPE_CHECKING:
-    from pipo_agent.memory import MemoryStore, ResumePoint, Step, ThreadedMemoryStore
+    from pipo_agent.memory import MemoryStore, ThreadedMemoryStore
 
-__all__ = ["Recorder", "StoreCaller", "StoreRecorder", "compact_messages", "extractive_summary"]
+__all__ = [
+    "Recorder",
+    "ResumedRun",
+    "StoreCaller",
+    "StoreRecorder",
+    "add_usage",
+    "compact_messages",
+    "extractive_summary",
+]
 
 T = TypeVar("T")
 
@@ -80,10 +99,14 @@ class Recorder:
     async def tool_result(self, result: ToolResultMessage) -> None:
         return None
 
-    async def complete_step(self, results: Sequence[ToolResultMessage], usage: Usage, timings: dict[str, float]) -> None:
+    async def complete_step(
+        self, results: Sequence[ToolResultMessage], usage: Usage, timings: dict[str, float]
+    ) -> None:
         return None
 
-    async def save_partial(self, message: AssistantMessage | None, results: Sequence[ToolResultMessage], usage: Usage) -> None:
+    async def save_partial(
+        self, message: AssistantMessage | None, results: Sequence[ToolResultMessage], usage: Usage
+    ) -> None:
         return None
 
     async def finish(self, *, answered: bool, detail: str) -> None:
@@ -101,18 +124,41 @@ class Recorder:
         return False
 
 
+@dataclass(frozen=True)
+class ResumedRun:
+    """What a resumed run starts from: its journal, history and settings, and how far it got."""
+
+    recorder: "StoreRecorder"
+    history: list[Message]
+    task_type: str | None
+    tau: float | None
+    tau_explicit: bool
+    sampling: SamplingSettings
+    usage: Usage  # the completed steps and the open step's turn
+    turns: list[AssistantMessage | None]  # each step's message (None once compacted away), open step last
+    open_message: AssistantMessage | None  # the step that was running: its calls still need answers
+    finished: dict[str, ToolResultMessage]  # results stored before the crash: reuse, never run again
+    pending: frozenset[str]  # calls recorded pending: their outcome is unknown
+
+
 class StoreRecorder(Recorder):
     """Writes one run to a store. ``step_id`` is the open step, between ``begin_step`` and its end."""
 
     def __init__(self, db: StoreCaller, run_id: str, thread_id: str) -> None:
         self.db = db
-        self.run_id = run_id
-        self.thread_id = thread_id
+        self.run_id = self._run = run_id
+        self.thread_id = self._thread = thread_id
         self.step_id: int | None = None
 
     @classmethod
     async def open_run(
-        cls, db: StoreCaller, *, thread_id: str | None, task: str, task_type: str | None, config: dict[str, Any]
+        cls,
+        db: StoreCaller,
+        *,
+        thread_id: str | None,
+        task: str,
+        task_type: str | None,
+        config: dict[str, Any],
     ) -> "StoreRecorder":
         """Create the thread if needed, append the task as a user message, and start a run on it."""
         from pipo_agent.memory import NotFoundError
@@ -133,9 +179,9 @@ class StoreRecorder(Recorder):
         return cls(db, run_id, thread)
 
     @classmethod
-    async def reopen_run(cls, db: StoreCaller, run_id: str) -> "tuple[StoreRecorder, ResumePoint, list[Step]]":
+    async def reopen_run(cls, db: StoreCaller, run_id: str) -> "ResumedRun":
         """Take up a run that did not finish (still ``running`` after a crash, or ``interrupted``)."""
-        from pipo_agent.memory import RunStatus
+        from pipo_agent.memory import RunStatus, StepStatus
 
         point = await db(lambda store: store.resume_point(run_id))
         status = point.run.status
@@ -146,11 +192,37 @@ class StoreRecorder(Recorder):
         steps = await db(lambda store: store.list_steps(run_id))
         recorder = cls(db, run_id, point.run.thread_id)
         recorder.step_id = point.open_step.id if point.open_step is not None else None
-        return recorder, point, steps
+        usage, turns = Usage(), []
+        for step in steps:
+            turn = _assistant(step.assistant_message)
+            turns.append(turn)
+            if step.status is StepStatus.COMPLETED:
+                usage = add_usage(usage, _usage_of(step.usage))
+            elif turn is not None:  # the open step: its usage is on its message until it completes
+                usage = add_usage(usage, turn.usage or Usage())
+        finished = {}
+        for invocation in point.finished:
+            result = load_message(invocation.result)
+            assert isinstance(result, ToolResultMessage)
+            finished[invocation.tool_call_id] = result
+        config = point.run.config
+        return ResumedRun(
+            recorder=recorder,
+            history=await recorder.history(),
+            task_type=point.run.task_type,
+            tau=config.get("tau"),
+            tau_explicit=bool(config.get("tau_explicit", False)),
+            sampling=_settings_of(config.get("sampling")),
+            usage=usage,
+            turns=turns,
+            open_message=_assistant(point.open_step.assistant_message) if point.open_step else None,
+            finished=finished,
+            pending=frozenset(invocation.tool_call_id for invocation in point.pending),
+        )
 
     async def begin_step(self, message: AssistantMessage) -> None:
         assert self.step_id is None, "a step is already open"
-        run_id, payload = self.run_id, dump_message(message)
+        run_id, payload = self._run, dump_message(message)
         self.step_id = (await self.db(lambda store: store.begin_step(run_id, payload))).id
 
     async def tool_pending(self, call_id: str) -> None:
@@ -161,14 +233,20 @@ class StoreRecorder(Recorder):
         payload = dump_message(result)
         await self.db(lambda store: store.record_tool_result(payload))
 
-    async def complete_step(self, results: Sequence[ToolResultMessage], usage: Usage, timings: dict[str, float]) -> None:
+    async def complete_step(
+        self, results: Sequence[ToolResultMessage], usage: Usage, timings: dict[str, float]
+    ) -> None:
         step_id, payloads = self._open(), [dump_message(r) for r in results]
         usage_dict = usage.model_dump(mode="json")
-        await self.db(lambda s: s.complete_step(step_id, tool_results=payloads, usage=usage_dict, timings=timings))
+        await self.db(
+            lambda s: s.complete_step(step_id, tool_results=payloads, usage=usage_dict, timings=timings)
+        )
         self.step_id = None
 
-    async def save_partial(self, message: AssistantMessage | None, results: Sequence[ToolResultMessage], usage: Usage) -> None:
-        run_id, payload = self.run_id, None if message is None else dump_message(message)
+    async def save_partial(
+        self, message: AssistantMessage | None, results: Sequence[ToolResultMessage], usage: Usage
+    ) -> None:
+        run_id, payload = self._run, None if message is None else dump_message(message)
         payloads, usage_dict = [dump_message(r) for r in results], usage.model_dump(mode="json")
         await self.db(lambda s: s.save_partial_turn(run_id, payload, tool_results=payloads, usage=usage_dict))
         self.step_id = None
@@ -177,25 +255,49 @@ class StoreRecorder(Recorder):
         from pipo_agent.memory import RunStatus
 
         status, error = (RunStatus.COMPLETED, None) if answered else (RunStatus.FAILED, detail)
-        await self.db(lambda store: store.set_run_status(self.run_id, status, error=error))
+        await self.db(lambda store: store.set_run_status(self._run, status, error=error))
 
     async def fail(self, error: str) -> None:
         from pipo_agent.memory import RunStatus
 
-        await self.db(lambda store: store.set_run_status(self.run_id, RunStatus.FAILED, error=error))
+        await self.db(lambda store: store.set_run_status(self._run, RunStatus.FAILED, error=error))
 
     async def history(self) -> list[Message]:
-        thread_id = self.thread_id
+        thread_id = self._thread
         return load_history(await self.db(lambda store: store.load_history(thread_id)))
 
     async def compact(self, keep_last_n: int) -> bool:
-        thread_id = self.thread_id
+        thread_id = self._thread
         done = await self.db(lambda s: s.compact_history(thread_id, _summarize, keep_last_n=keep_last_n))
         return done is not None
 
     def _open(self) -> int:
         assert self.step_id is not None, "no step is open"
         return self.step_id
+
+
+def add_usage(total: Usage, turn: Usage) -> Usage:
+    """A run's usage after one more turn; the first turn's ``tau`` is kept (``Usage()`` has none)."""
+    return turn if total == Usage() else total + turn
+
+
+def _assistant(payload: dict[str, Any] | None) -> AssistantMessage | None:
+    message = load_message(payload) if payload is not None else None
+    return message if isinstance(message, AssistantMessage) else None
+
+
+def _usage_of(data: dict[str, Any]) -> Usage:
+    try:
+        return Usage.model_validate(data) if data else Usage()
+    except ValidationError:  # written by something else: unknown counts
+        return Usage()
+
+
+def _settings_of(data: object) -> SamplingSettings:
+    try:
+        return SamplingSettings.model_validate(data or {})
+    except ValidationError:
+        return SamplingSettings()
 
 
 async def _summarize(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -214,13 +316,18 @@ def extractive_summary(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if kind == "user":
             lines.append(f"- user: {_clip(message.get('content'), _USER_CLIP)}")
         elif kind == "assistant":
-            calls = [f"{c['name']}({_clip(_json(c.get('arguments', {})), _CLIP)})" for c in message.get("tool_calls") or []]
+            calls = [
+                f"{c['name']}({_clip(_json(c.get('arguments', {})), _CLIP)})"
+                for c in message.get("tool_calls") or []
+            ]
             said = _clip(message.get("content"), _CLIP)
             text = "; ".join(part for part in (said, "called " + ", ".join(calls) if calls else "") if part)
             lines.append(f"- assistant: {text or '(no text)'}")
         elif kind in ("tool", "tool_result"):
             error = " (error)" if message.get("is_error") else ""
-            lines.append(f"- tool {message.get('name') or '?'}{error}: {_clip(message.get('content'), _CLIP)}")
+            lines.append(
+                f"- tool {message.get('name') or '?'}{error}: {_clip(message.get('content'), _CLIP)}"
+            )
         else:
             lines.append(f"- {kind}: {_clip(message.get('content'), _CLIP)}")
     return {"kind": "user", "content": "\n".join(lines)}

@@ -92,7 +92,9 @@ class ThresholdPolicy(BaseModel):
             return round(self.clamp(tau - self.success_step), 6)
         return self.clamp(tau)
 
-    async def choose(self, memory: "MemoryStore | ThreadedMemoryStore | StoreCaller", task_type: str) -> float:
+    async def choose(
+        self, memory: "MemoryStore | ThreadedMemoryStore | StoreCaller", task_type: str
+    ) -> float:
         """The task type's ``tau``, creating its profile at ``initial_tau`` on first use."""
         return self.clamp((await self._profile(_caller(memory), task_type)).tau)
 
@@ -133,7 +135,10 @@ def _caller(memory: "MemoryStore | ThreadedMemoryStore | StoreCaller") -> StoreC
 
 # Keyword rules for the shipped task families; anything else shares the "default" profile.
 _KINDS: Final = (
-    ("strings", re.compile(r"\b(sort|reverse|capital letters|uppercase|lowercase|letters?|words?|join)\b", re.I)),
+    (
+        "strings",
+        re.compile(r"\b(sort|reverse|capital letters|uppercase|lowercase|letters?|words?|join)\b", re.I),
+    ),
     (
         "conversion",
         re.compile(
@@ -142,7 +147,10 @@ _KINDS: Final = (
             re.I,
         ),
     ),
-    ("arithmetic", re.compile(r"\d\s*[-+*/x×]\s*\d|\b(times|plus|minus|divided|product|sum|how many)\b", re.I)),
+    (
+        "arithmetic",
+        re.compile(r"\d\s*[-+*/x×]\s*\d|\b(times|plus|minus|divided|product|sum|how many)\b", re.I),
+    ),
 )
 
 

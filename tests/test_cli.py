@@ -1,4 +1,5 @@
-"""The command line: help texts, no torch at import, and `run` / `eval` end to end on a tiny random checkpoint."""
+"""The command line: help texts, no torch at import, and `run` / `resume` / `eval` end to end on a tiny random
+checkpoint."""
 
 import json
 import subprocess
@@ -19,7 +20,7 @@ def test_importing_the_cli_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["eval", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["resume", "--help"], ["eval", "--help"]])
 def test_help(args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -62,12 +63,44 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     torch.set_num_threads(threads)
 
 
-def test_run_streams_and_reports_stats(tiny_checkpoint: Path) -> None:
+def test_run_streams_and_reports_stats(tiny_checkpoint: Path, tmp_path: Path) -> None:
     args = ["run", "What is 2 + 2?", "--model", str(tiny_checkpoint), "--max-new-tokens", "6"]
+    args += ["--db", str(tmp_path / "agent.db")]
     result = runner.invoke(app, [*args, "--max-turns", "1", "--tau", "0.5", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "PIPO stats" in result.output and "tokens per step" in result.output
-    assert "turn 1:" in result.output
+    assert "turn 1:" in result.output and "run id:" in result.output
+    assert (tmp_path / "agent.db").is_file()
+
+
+def test_resume_finishes_an_unfinished_run(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import anyio
+
+    from pipo_agent.memory import MemoryStore
+
+    db = tmp_path / "agent.db"
+
+    async def unfinished() -> str:
+        async with MemoryStore.open(db) as store:
+            thread = await store.create_thread()
+            await store.append_message(thread.id, {"kind": "user", "content": "What is 2 + 2?"})
+            config = {
+                "tau": 0.5,
+                "tau_explicit": True,
+                "sampling": {"max_tokens": 6},
+                "agent": {"max_steps": 1},
+            }
+            return (await store.start_run(thread.id, task_type="arithmetic", config=config)).id
+
+    run_id = anyio.run(unfinished)
+    args = ["resume", run_id, "--db", str(db), "--model", str(tiny_checkpoint), "--threads", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"resuming run {run_id}" in result.output and "PIPO stats" in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "only an unfinished run resumes" in again.output
+    missing = runner.invoke(app, ["resume", "nope", "--db", str(db)])
+    assert missing.exit_code == 2 and "no run 'nope'" in missing.output
 
 
 def test_run_rejects_bad_sampling_params(tiny_checkpoint: Path) -> None:

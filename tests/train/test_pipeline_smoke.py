@@ -178,3 +178,16 @@ def test_sft_can_continue_from_a_pipo_checkpoint(tmp_path: Path) -> None:
     after = _weights(tmp_path / "b" / "sft" / "final")
     assert start.keys() == after.keys()
     assert any(not torch.equal(start[k], after[k]) for k in start if k.startswith("mtp."))
+
+
+@pytest.mark.parametrize("stage", ["teacher", "sft"])
+def test_train_stage_commands_stop_after_their_stage(tmp_path: Path, stage: str) -> None:
+    from typer.testing import CliRunner
+
+    from pipo_agent.cli import app
+
+    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    result = CliRunner().invoke(app, ["train", stage, "--out", str(tmp_path / "run"), *sets])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stopped_after"] == stage
