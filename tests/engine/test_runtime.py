@@ -274,3 +274,19 @@ def test_unsupported_backbones_and_backends_fail_early_with_the_choices() -> Non
             pad_token_id=PAD,
             attention="triton",
         )
+
+
+def test_logprobs_of_token1_and_token2_match_the_reference() -> None:
+    model = make_pipo()
+    params = [SamplingParams(max_new_tokens=16, tau=tau, logprobs=True) for tau in (-1.0, 0.5)]
+    prompts = PROMPTS[2:4]
+    outs = run_all(make_engine(model), prompts, params)
+    for out, want in zip(outs, reference(model, prompts, params), strict=True):
+        got = out.result
+        assert got is not None and got.token_logprobs is not None and want.token_logprobs is not None
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-5)
+        for step, ref_step in zip(got.steps, want.steps, strict=True):
+            assert step.logprob1 == pytest.approx(ref_step.logprob1, abs=1e-5)
+            assert (step.logprob2 is None) == (ref_step.logprob2 is None)
+            if step.logprob2 is not None:
+                assert step.logprob2 == pytest.approx(ref_step.logprob2, abs=1e-5)
