@@ -25,7 +25,6 @@ from pipo_agent.backends.decode.sampling import SamplingParams
 from pipo_agent.backends.engine.decoder import EngineDecoder
 from pipo_agent.backends.engine.llm_engine import LLMEngine, load_engine
 from pipo_agent.backends.engine.model_runner import NoProfiler, StepProfiler
-from pipo_agent.backends.engine.paged_model import KVCache
 from pipo_agent.backends.eval.tool_loop import solve_with_tools
 from pipo_agent.tasks import SYSTEM_PROMPT, check, family_names, generate_tasks, render_chat, solve
 
@@ -138,11 +137,8 @@ def _run_batch(engine: LLMEngine, prompts: list[list[int]], params: SamplingPara
 
 
 def _kv_bytes_per_slot(engine: LLMEngine) -> int:
-    cfg = engine.model.backbone.config if engine.is_pipo else engine.model.config  # type: ignore[union-attr]
-    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-    layers = int(cfg.num_hidden_layers) + (1 if engine.is_pipo else 0)
-    dtype = engine.kv.layers[0][0].dtype
-    return KVCache.bytes_per_slot(layers, int(cfg.num_key_value_heads), head_dim, dtype)
+    """Bytes one slot takes in the engine's pool (every layer's K and V, the MTP layer's for PIPO)."""
+    return engine.kv.nbytes // engine.config.num_kv_slots
 
 
 def measure_ttft(cfg: BenchConfig, pipo: LLMEngine, ar: LLMEngine, tokenizer: Any) -> list[dict[str, Any]]:

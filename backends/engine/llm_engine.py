@@ -27,7 +27,7 @@ from pipo_agent.backends.engine.attention import make_attention_backend
 from pipo_agent.backends.engine.config import EngineConfig
 from pipo_agent.backends.engine.errors import ContextLengthError, RequestError
 from pipo_agent.backends.engine.model_runner import ARRunner, PipoRunner
-from pipo_agent.backends.engine.paged_model import KVCache, check_backbone
+from pipo_agent.backends.engine.paged_model import KVCache, check_backbone, kv_layout
 from pipo_agent.backends.engine.request import EngineRequest
 from pipo_agent.backends.engine.scheduler import Scheduler
 from pipo_agent.backends.engine.sequence import PAIR, SequenceStatus
@@ -94,17 +94,10 @@ class LLMEngine:
         device = next(model.parameters()).device
         self.device = device
         self.backend = make_attention_backend(attention, device)
-        cfg = backbone.config
-        head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        num_layers, num_kv_heads, head_dim = kv_layout(backbone.config)
         dtype = kv_dtype or next(model.parameters()).dtype
         self.kv = KVCache.allocate(
-            config.num_kv_slots,
-            int(cfg.num_hidden_layers),
-            int(cfg.num_key_value_heads),
-            head_dim,
-            dtype,
-            device,
-            with_mtp=self.is_pipo,
+            config.num_kv_slots, num_layers, num_kv_heads, head_dim, dtype, device, with_mtp=self.is_pipo
         )
         if isinstance(model, PipoModel):
             self.runner: PipoRunner | ARRunner = PipoRunner(
@@ -251,12 +244,11 @@ def engine_config_for(
 ) -> EngineConfig:
     """An `EngineConfig` whose KV pool fits `kv_cache_bytes` (at least one full context)."""
     backbone = model.backbone if isinstance(model, PipoModel) else model
-    cfg = backbone.config
-    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    num_layers, num_kv_heads, head_dim = kv_layout(backbone.config)
     dtype = kv_dtype or next(model.parameters()).dtype
-    layers = int(cfg.num_hidden_layers) + (1 if isinstance(model, PipoModel) else 0)
-    per_slot = KVCache.bytes_per_slot(layers, int(cfg.num_key_value_heads), head_dim, dtype)
-    context = int(max_model_pairs or cfg.max_position_embeddings)
+    layers = num_layers + (1 if isinstance(model, PipoModel) else 0)  # the MTP layer has its own KV
+    per_slot = KVCache.bytes_per_slot(layers, num_kv_heads, head_dim, dtype)
+    context = int(max_model_pairs or backbone.config.max_position_embeddings)
     num_blocks = max(kv_cache_bytes // (per_slot * block_size), -(-context // block_size))
     return EngineConfig(
         block_size=block_size,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pipo_agent.backends.decode.reference import commits
 from pipo_agent.backends.decode.sampling import SampledToken
 from pipo_agent.backends.decode.types import DecodeStep
 from pipo_agent.backends.engine.attention import (
@@ -100,10 +101,6 @@ def sample_rows(
         if out[s] is None:
             out[s] = req.sampler.sample(logits[s], req.output.seen, req.generator)
     return [t for t in out if t is not None]
-
-
-def _commits(conf: float, tau: float) -> bool:
-    return tau < 0 or conf >= tau
 
 
 class _Runner:
@@ -263,7 +260,7 @@ class PipoRunner(_Runner):
         committed = False
         if drafted is not None:
             draft, conf, logits2 = drafted
-            committed = _commits(conf, params.tau)
+            committed = commits(conf, params.tau)
         if committed:
             out.push(draft.token_id, draft.logprob)
         elif not out.finished:  # rejected, or phase 2 skipped (tau >= 1): the pair's second slot is PAD

@@ -29,6 +29,13 @@ def check_backbone(config: object) -> None:
         raise EngineConfigError("sliding-window attention is not supported by the embedded engine")
 
 
+def kv_layout(config: object) -> tuple[int, int, int]:
+    """(backbone layers, KV heads, head dim) of a Hugging Face backbone config."""
+    heads = int(config.num_attention_heads)  # type: ignore[attr-defined]
+    head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads  # type: ignore[attr-defined]
+    return int(config.num_hidden_layers), int(config.num_key_value_heads), int(head_dim)  # type: ignore[attr-defined]
+
+
 @dataclass
 class KVCache:
     """The pool: one (k, v) pair per backbone layer and, for PIPO, one for the MTP layer, same slots."""
