@@ -63,7 +63,7 @@ class ScheduledBatch:
 
     @property
     def num_seqs(self) -> int:
-        return len(self.seqs)
+        return len(self.num_new_pairs)
 
     @property
     def num_pairs(self) -> int:

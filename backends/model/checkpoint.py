@@ -87,14 +87,19 @@ def load_pipo(directory: str | Path, dtype: torch.dtype = torch.float32) -> Pipo
     if not weights.is_file():
         raise CheckpointError(f"no {WEIGHTS_NAME} in {directory}")
     model = PipoModel(config)
-    file_tensors = load_file(str(weights))
+    load_tensors(model, load_file(str(weights)))
+    return model.to(dtype).eval()
+
+
+def load_tensors(model: PipoModel, file_tensors: dict[str, torch.Tensor]) -> None:
+    """Loads tensors named as in a checkpoint file (ours or the published layout) into `model`, after checking
+    that they match it: missing, unexpected and mis-shaped keys raise `CheckpointError` naming them."""
     kept = [k for k in file_tensors if not k.startswith(_IGNORED_PREFIXES)]
     state = {_to_module_key(k): file_tensors[k] for k in kept}
     _check_keys(model, state, {_to_module_key(k): k for k in kept})
     model.load_state_dict(state, strict=False)
     if _tied(model):
         model.backbone.tie_weights()
-    return model.to(dtype).eval()
 
 
 def _check_keys(model: PipoModel, state: dict[str, torch.Tensor], file_keys: dict[str, str]) -> None:

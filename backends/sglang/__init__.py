@@ -1,0 +1,24 @@
+"""PIPO hosted in SGLang, as an out-of-tree plugin (entry point group `sglang.srt.plugins`).
+
+SGLang keeps what it is good at — the HTTP servers (native `/generate` and OpenAI-compatible), tokenization,
+the scheduler with continuous batching, the request-to-slot table and the KV pool — and the plugin adds PIPO:
+
+- `config.py`   a `transformers` config for `model_type: "pipo"`, so SGLang reads our `config.json`;
+- `model.py`    the model class SGLang builds and loads (our checkpoints and the published key layout);
+- `attention.py` the pair-slot attention backend, registered as `pipo` (our Triton kernels on GPU, torch on CPU);
+- `worker.py`   the `PIPO` decoding algorithm: phase 1 backbone -> token1, phase 2 MTP + confidence -> token2
+                or PAD, no verify pass, per-request tau from `custom_params`, PIPO stats in `meta_info`;
+- `plugin.py`   the entry point that registers all of the above, after checking the SGLang version;
+- `launch.py`   `pipo-agent serve --engine sglang`: the server arguments PIPO needs, and the CPU stand-ins
+                in `cpu_shims/` (`sgl_kernel`, `torchvision`) on a machine without a GPU.
+
+Nothing here imports SGLang at import time except `plugin.py`'s `register`, `worker.py` and `attention.py`,
+which only run inside an SGLang process.
+"""
+
+SGLANG_VERSION = (
+    "0.5.23"  # the plugin touches SGLang internals (ScheduleBatch, Req, the spec-worker contract)
+)
+ALGORITHM = "PIPO"
+ATTENTION_BACKEND = "pipo"
+ARCHITECTURE = "PipoForSGLang"
