@@ -632,7 +632,7 @@ def serve(
         Path | None, typer.Option(help="read the API key from this file ('-': from standard input)")
     ] = None,
     engine: Annotated[
-        str, typer.Option(help="embedded (in-process engine) or sglang (GPU; not available yet)")
+        str, typer.Option(help="embedded (in-process engine) or sglang (SGLang with the PIPO plugin)")
     ] = "embedded",
     model: ModelOpt = None,
     served_model_name: Annotated[str, typer.Option(help="the model id clients send")] = "pipo-default",
@@ -701,6 +701,14 @@ def serve(
             log_level=log_level,
         )
         summary = check_config(config)
+        if config.engine == "sglang":
+            from pipo_agent.backends.sglang.launch import build_launch, launch
+
+            summary["sglang"] = build_launch(config).summary()
+            if check:
+                console.print_json(json.dumps(summary))
+                return
+            launch(config)
         if check:
             console.print_json(json.dumps(summary))
             return

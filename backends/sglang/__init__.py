@@ -22,3 +22,20 @@ SGLANG_VERSION = (
 ALGORITHM = "PIPO"
 ATTENTION_BACKEND = "pipo"
 ARCHITECTURE = "PipoForSGLang"
+
+# `meta_info[TOKEN_KIND_KEY]`: one code per output token.
+TOKEN1_NO_DRAFT, TOKEN1_REJECTED, TOKEN1_KEPT, DRAFT = 0, 1, 2, 3
+TOKEN_KIND_KEY = "pipo_token_kind"
+
+
+def stats_from_kinds(kinds: list[int]) -> dict[str, float]:
+    """Steps, drafts proposed and committed, and tokens per step from a response's per-token kinds."""
+    steps = sum(1 for k in kinds if k != DRAFT)
+    proposed = sum(1 for k in kinds if k in (TOKEN1_REJECTED, TOKEN1_KEPT))
+    committed = sum(1 for k in kinds if k == DRAFT)
+    return {
+        "steps": steps,
+        "drafts_proposed": proposed,
+        "drafts_committed": committed,
+        "tokens_per_step": len(kinds) / steps if steps else 0.0,
+    }

@@ -8,6 +8,7 @@ the same version check before starting the server, where a mismatch stops it wit
 
 import contextlib
 import logging
+from importlib import metadata
 from typing import Any
 
 from pipo_agent.backends.sglang import ALGORITHM, ARCHITECTURE, ATTENTION_BACKEND, SGLANG_VERSION
@@ -23,13 +24,12 @@ def check_sglang_version(installed: str | None = None) -> str:
     """The installed SGLang version; `SGLangVersionError` when it is not the one the plugin is built for."""
     if installed is None:
         try:
-            import sglang
-        except ImportError as exc:
+            installed = metadata.version("sglang")
+        except metadata.PackageNotFoundError as exc:
             raise SGLangVersionError(
                 f"SGLang is not installed: the PIPO plugin needs sglang=={SGLANG_VERSION} "
-                "(pip install 'pipo-agent[sglang]', or scripts/install_sglang_cpu.sh on a CPU machine)"
+                "(pip install 'pipo-agent[sglang]' on a GPU machine, scripts/install_sglang_cpu.sh on a CPU one)"
             ) from exc
-        installed = str(sglang.__version__)
     if installed != SGLANG_VERSION:
         raise SGLangVersionError(
             f"the PIPO plugin is built for sglang=={SGLANG_VERSION} but sglang=={installed} is installed; "

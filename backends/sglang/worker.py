@@ -17,12 +17,13 @@ pool row of the request's `j`-th slot (SGLang still reserves a row per token; th
 SGLang commits one token at prefill, so the prefill's token2 (a real draft, computed there) is held and handed
 over at the request's first decode step, in front of that step's tokens: a step emits at most three tokens.
 
-Per-request tau: `custom_params={"tau": x}` (x in [-1, 1]); the server's default otherwise. `meta_info["pipo"]`
-reports steps, drafts proposed and committed, and tokens per step.
+Per-request tau: `custom_params={"tau": x}` (x in [-1, 1]); otherwise the server's (`pipo_default_tau`).
+`meta_info["pipo_token_kind"]` has one code per output token (SGLang streams per-token values in step with the
+tokens): 0 token1 of a step without a draft, 1 token1 whose draft was rejected, 2 token1 whose draft was kept,
+3 a kept draft. `pipo_agent.backends.sglang.stats_from_kinds` turns them into steps, drafts proposed and committed, and tokens per step.
 """
 
 import logging
-import os
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,19 +35,27 @@ from sglang.srt.managers.utils import GenerationBatchResult
 from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 from sglang.srt.speculative.ngram_info import NgramVerifyInput
 
+from pipo_agent.backends.decode.errors import SamplingParamsError
 from pipo_agent.backends.decode.reference import pad_prompt
 from pipo_agent.backends.decode.sampling import Sampler, SamplingParams, new_generator
 from pipo_agent.backends.decode.types import DecodeStep, OutputState
 from pipo_agent.backends.engine.model_runner import PipoRunner
 from pipo_agent.backends.engine.scheduler import BatchKind, ScheduledBatch
 from pipo_agent.backends.model.constants import PAIR
-from pipo_agent.backends.sglang import ATTENTION_BACKEND
+from pipo_agent.backends.sglang import (
+    ATTENTION_BACKEND,
+    DRAFT,
+    TOKEN1_KEPT,
+    TOKEN1_NO_DRAFT,
+    TOKEN1_REJECTED,
+    TOKEN_KIND_KEY,
+)
 from pipo_agent.backends.sglang.attention import PairSlotAttention
+from pipo_agent.backends.sglang.launch import DEFAULT_TAU_FIELD
 
 logger = logging.getLogger(__name__)
 
 STRIDE = 3  # tokens a step may emit: the held prefill draft, token1, token2
-DEFAULT_TAU_ENV = "PIPO_SGLANG_DEFAULT_TAU"
 _TOP_K_ALL = 1 << 30
 
 
@@ -60,10 +69,10 @@ class PipoRequestState:
     output: OutputState
     history: list[int]  # padded prompt + every committed slot, PAD included: what the model sees
     pairs_in_kv: int = 0  # pairs of `history` whose K/V is written
-    held: list[int] = field(default_factory=list)  # real tokens decided, not yet handed to SGLang
+    held: list[tuple[int, int]] = field(
+        default_factory=list
+    )  # (token, kind) decided, not yet handed to SGLang
     steps: list[DecodeStep] = field(default_factory=list)
-    drafts_proposed: int = 0
-    drafts_committed: int = 0
 
     @property
     def phase2(self) -> bool:
@@ -73,22 +82,14 @@ class PipoRequestState:
     def total_pairs(self) -> int:
         return len(self.history) // PAIR
 
-    def stats(self) -> dict[str, Any]:
-        tokens = len(self.output.token_ids) + (self.output.stop_token_id is not None)
-        return {
-            "tau": self.params.tau,
-            "steps": len(self.steps),
-            "drafts_proposed": self.drafts_proposed,
-            "drafts_committed": self.drafts_committed,
-            "tokens_per_step": tokens / max(1, len(self.steps)),
-        }
-
 
 def sampling_params_for(req: Req, default_tau: float) -> SamplingParams:
     """Our sampling parameters from SGLang's (already normalized: greedy is top_k == 1)."""
     sp = req.sampling_params
     custom = sp.custom_params or {}
-    tau = float(custom.get("tau", default_tau))
+    tau = custom.get("tau", default_tau)
+    if isinstance(tau, bool) or not isinstance(tau, int | float):
+        raise SamplingParamsError(f"custom_params.tau must be a number in [-1, 1], got {tau!r}")
     greedy = sp.top_k == 1
     top_k = 0 if greedy or sp.top_k in (-1, _TOP_K_ALL) else int(sp.top_k)
     max_new = sp.max_new_tokens if sp.max_new_tokens is not None else 1 << 30
@@ -99,7 +100,7 @@ def sampling_params_for(req: Req, default_tau: float) -> SamplingParams:
         presence_penalty=float(sp.presence_penalty or 0.0),
         seed=sp.sampling_seed,
         max_new_tokens=max(1, int(max_new)),
-        tau=tau,
+        tau=float(tau),
     )
 
 
@@ -127,7 +128,7 @@ class PipoWorker(BaseSpecWorker):
         self.model = self.model_runner.model.pipo
         self.pad = int(self.model.config.pad_token_id)
         self.eos = tuple(self.model.config.eos_token_ids)
-        self.default_tau = float(os.environ.get(DEFAULT_TAU_ENV, "0.9"))
+        self.default_tau = float(getattr(self.model_runner.model.config, DEFAULT_TAU_FIELD, 0.9))
         self.speculative_num_draft_tokens = STRIDE
         self.device = self.model.embed_tokens.weight.device
         self.states: weakref.WeakKeyDictionary[Req, PipoRequestState] = weakref.WeakKeyDictionary()
@@ -185,11 +186,16 @@ class PipoWorker(BaseSpecWorker):
         refused: list[int] = []
         for i, req in enumerate(batch.reqs):
             reason = unsupported(req)
-            if reason is not None:
+            state = None
+            if reason is None:
+                try:
+                    state = self._state(req)
+                except SamplingParamsError as exc:
+                    reason = str(exc)
+            if state is None:
                 req.to_finish = FINISH_ABORT(message=reason, status_code=400, err_type="BadRequestError")
                 refused.append(i)
                 continue
-            state = self._state(req)
             prefix = int(batch.prefix_lens[i])
             done = prefix + int(batch.extend_lens[i])
             if prefix == 0 and state.pairs_in_kv:  # retracted: its KV is gone
@@ -211,9 +217,9 @@ class PipoWorker(BaseSpecWorker):
             if step is None:
                 continue
             emitted = self._commit(state, step)
-            first[i] = emitted[0]
+            first[i] = emitted[0][0]
             state.held = emitted[1:]
-            self._publish(batch.reqs[i], state)
+            self._publish(batch.reqs[i], emitted[:1])
         for i in refused:
             first[i] = self.pad
         return self._result(batch, first[:, None], torch.ones(bs, dtype=torch.int32), batch.seq_lens)
@@ -237,9 +243,9 @@ class PipoWorker(BaseSpecWorker):
             step = steps.get(i)
             if step is not None:
                 emitted += self._commit(state, step)
-            out[i, : len(emitted)] = torch.tensor(emitted)
+            out[i, : len(emitted)] = torch.tensor([token for token, _ in emitted])
             lens[i] = len(emitted)
-            self._publish(req, state)
+            self._publish(req, emitted)
         return self._result(batch, out, lens, batch.seq_lens + lens.to(batch.seq_lens.device))
 
     def _run(
@@ -287,21 +293,22 @@ class PipoWorker(BaseSpecWorker):
                 out[i] = step
         return out
 
-    def _commit(self, state: PipoRequestState, step: DecodeStep) -> list[int]:
-        """Records the step; the real tokens it committed (token1, then token2 when the draft was kept)."""
+    def _commit(self, state: PipoRequestState, step: DecodeStep) -> list[tuple[int, int]]:
+        """Records the step; the real tokens it committed, with their kinds: token1, then the draft if kept."""
         state.steps.append(step)
         state.history += step.slots
-        if step.draft is not None:
-            state.drafts_proposed += 1
-        emitted = [step.token1]
+        if step.draft is None:
+            return [(step.token1, TOKEN1_NO_DRAFT)]
         if step.committed and step.token2 is not None:
-            state.drafts_committed += 1
-            emitted.append(step.token2)
-        return emitted
+            return [(step.token1, TOKEN1_KEPT), (step.token2, DRAFT)]
+        return [(step.token1, TOKEN1_REJECTED)]
 
     @staticmethod
-    def _publish(req: Req, state: PipoRequestState) -> None:
-        req.customized_info = {"pipo": [state.stats()]}
+    def _publish(req: Req, emitted: list[tuple[int, int]]) -> None:
+        """Appends the kinds of the tokens SGLang appends to `req.output_ids` this step, in the same order."""
+        if req.customized_info is None:
+            req.customized_info = {}
+        req.customized_info.setdefault(TOKEN_KIND_KEY, []).extend(kind for _, kind in emitted)
 
     def _result(
         self, batch: ScheduleBatch, tokens: torch.Tensor, lens: torch.Tensor, new_seq_lens: torch.Tensor

@@ -21,7 +21,7 @@ DEFAULT_MODEL_NAME: Final = "pipo-default"
 
 class EngineKind(StrEnum):
     EMBEDDED = "embedded"  # the in-process engine (`pipo_agent.backends.engine`)
-    SGLANG = "sglang"  # SGLang with the PIPO plugin (GPU; not available yet)
+    SGLANG = "sglang"  # SGLang with the PIPO plugin (pipo_agent.backends.sglang), GPU or CPU
 
 
 class EngineMode(StrEnum):

@@ -3,7 +3,7 @@
 ServerError
 ├── ServerConfigError        misuse, raised at startup before anything loads: a non-loopback host without an
 │                            API key, an unknown engine, a missing checkpoint; the message says what to change
-├── EngineUnavailableError   the chosen engine cannot run here (``--engine sglang`` before its plugin exists)
+├── EngineUnavailableError   the chosen engine cannot run here (``--engine sglang`` without the pinned SGLang)
 └── APIError                 one request failed; answered as ``{"error": {"message", "type", "param", "code"}}``
     ├── InvalidRequestError  400: a field is missing, malformed or out of range (the message names it and the
     │                        valid range), or the prompt is over the context

@@ -40,10 +40,12 @@ def check(config: ServerConfig) -> dict[str, object]:
 
 def _check_engine(config: ServerConfig) -> None:
     if config.engine is EngineKind.SGLANG:
-        raise EngineUnavailableError(
-            "the SGLang engine is not available yet: its PIPO plugin is not part of this release; "
-            "serve with --engine embedded, or run SGLang's own OpenAI server and reach it with HttpChatBackend"
-        )
+        from pipo_agent.backends.sglang.plugin import SGLangVersionError, check_sglang_version
+
+        try:
+            check_sglang_version()
+        except SGLangVersionError as exc:
+            raise EngineUnavailableError(str(exc)) from exc
 
 
 def load_engine_for(config: ServerConfig) -> tuple[Any, Any]:

@@ -1,0 +1,148 @@
+"""`pipo-agent serve --engine sglang`: SGLang's HTTP server with the PIPO plugin.
+
+`build_launch` turns a `ServerConfig` into SGLang's command line and environment; `launch` checks the SGLang
+version and replaces the current process with `python -m sglang.launch_server`, so signals, logs and exit codes
+are SGLang's own. What PIPO needs from SGLang is fixed here:
+
+- `--speculative-algorithm PIPO --attention-backend pipo` (the plugin's), with 3 tokens per step at most;
+- no overlap scheduling (the worker runs synchronously) and no radix cache (SGLang's cache is keyed by tokens,
+  PIPO's KV by pairs);
+- the server's default tau as a model override (`pipo_default_tau`); requests set theirs with
+  `custom_params: {"tau": x}`;
+- on the CPU: `SGLANG_USE_CPU_ENGINE=1`, float32, no CUDA graphs, and the `cpu_shims` folder (the stand-in
+  `sgl_kernel` and `torchvision`) first on `PYTHONPATH`.
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from pipo_agent.backends.sglang import ALGORITHM, ATTENTION_BACKEND
+
+if TYPE_CHECKING:
+    from pipo_agent.server.config import ServerConfig
+
+CPU_SHIMS = Path(__file__).resolve().parent / "cpu_shims"
+STEP_TOKENS = 3  # the held prefill draft, token1, token2
+CHUNKED_PREFILL_TOKENS = 4096  # even: a chunk boundary is a pair boundary
+DEFAULT_TAU_FIELD = "pipo_default_tau"
+
+
+class SGLangLaunchError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SGLangLaunch:
+    argv: list[str]
+    env: dict[str, str]
+
+    def summary(self) -> dict[str, object]:
+        """The command without the API key, and the environment this launch sets."""
+        argv = list(self.argv)
+        if "--api-key" in argv:
+            argv[argv.index("--api-key") + 1] = "***"
+        return {"argv": argv, "env": {k: v for k, v in self.env.items() if k in _SET_ENV}}
+
+
+_SET_ENV = ("SGLANG_USE_CPU_ENGINE", "PYTHONPATH", "OMP_NUM_THREADS")
+
+
+def kv_bytes_per_token(model_dir: Path, dtype_bytes: int) -> int:
+    """K and V of one token slot in all of SGLang's pool layers (the backbone's plus the MTP layer)."""
+    from pipo_agent.backends.model.checkpoint import load_config
+
+    backbone = load_config(model_dir).backbone
+    heads = int(backbone["num_attention_heads"])
+    head_dim = int(backbone.get("head_dim") or int(backbone["hidden_size"]) // heads)
+    layers = int(backbone["num_hidden_layers"]) + 1
+    return 2 * layers * int(backbone["num_key_value_heads"]) * head_dim * dtype_bytes
+
+
+def build_launch(
+    config: "ServerConfig", *, python: str = sys.executable, environ: dict[str, str] | None = None
+) -> SGLangLaunch:
+    from pipo_agent.backends.checkpoints import default_model_dir
+    from pipo_agent.server.config import EngineMode
+
+    if config.mode is not EngineMode.PIPO:
+        raise SGLangLaunchError(
+            "--engine sglang serves the PIPO model; serve the AR teacher with plain SGLang "
+            "(python -m sglang.launch_server --model-path <checkpoint>/teacher) or with --engine embedded"
+        )
+    if config.task_taus:
+        raise SGLangLaunchError(
+            "--task-tau is the embedded server's; with --engine sglang a request sets its own tau "
+            'in custom_params ({"tau": 0.8}) or gets --tau'
+        )
+    model_dir = config.model_dir if config.model_dir is not None else default_model_dir()
+    cpu = config.device == "cpu"
+    dtype_bytes = 4  # float32 on the CPU; on a GPU "auto" keeps the checkpoint's float32 too
+    max_tokens = max(64, config.kv_cache_bytes // kv_bytes_per_token(model_dir, dtype_bytes))
+    argv = [
+        python,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(model_dir),
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        "--served-model-name",
+        config.served_model_name,
+        "--device",
+        config.device.split(":")[0],
+        "--attention-backend",
+        ATTENTION_BACKEND,
+        "--speculative-algorithm",
+        ALGORITHM,
+        "--speculative-num-draft-tokens",
+        str(STEP_TOKENS),
+        "--disable-overlap-schedule",
+        "--disable-radix-cache",
+        "--chunked-prefill-size",
+        str(CHUNKED_PREFILL_TOKENS),
+        "--max-running-requests",
+        str(config.max_num_seqs),
+        "--max-total-tokens",
+        str(max_tokens),
+        "--json-model-override-args",
+        json.dumps({DEFAULT_TAU_FIELD: config.default_tau}),
+        "--log-level",
+        config.log_level,
+    ]
+    if config.max_model_pairs is not None:
+        argv += ["--context-length", str(2 * config.max_model_pairs)]
+    if config.api_key is not None:
+        argv += ["--api-key", config.api_key.get_secret_value()]
+    if cpu:
+        argv += [
+            "--dtype",
+            "float32",
+            "--disable-cuda-graph",
+            "--sampling-backend",
+            "pytorch",
+            "--mem-fraction-static",
+            "0.05",
+        ]
+    env = dict(os.environ if environ is None else environ)
+    if cpu:
+        env["SGLANG_USE_CPU_ENGINE"] = "1"
+        path = env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(CPU_SHIMS) + (os.pathsep + path if path else "")
+    if config.threads is not None:
+        env["OMP_NUM_THREADS"] = str(config.threads)
+    return SGLangLaunch(argv, env)
+
+
+def launch(config: "ServerConfig") -> NoReturn:
+    """Checks the SGLang version, then becomes the SGLang server (this call does not return)."""
+    from pipo_agent.backends.sglang.plugin import check_sglang_version
+
+    check_sglang_version()
+    plan = build_launch(config)
+    os.execvpe(plan.argv[0], plan.argv, plan.env)
