@@ -43,10 +43,21 @@ def test_invalid_settings_name_the_field() -> None:
     assert config.max_admitted == 5
 
 
-def test_check_reports_the_sglang_engine_as_not_available() -> None:
+def test_check_reports_the_sglang_engine_unavailable_without_the_pinned_sglang() -> None:
     assert check(ServerConfig())["model_dir"]
-    with pytest.raises(EngineUnavailableError, match="not available yet"):
+    if _pinned_sglang_installed():
+        pytest.skip("the pinned SGLang is installed here: --engine sglang is available")
+    with pytest.raises(EngineUnavailableError, match=r"sglang==0\.5\.23"):
         check(ServerConfig.build(engine="sglang"))
+
+
+def _pinned_sglang_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        return metadata.version("sglang") == "0.5.23"
+    except metadata.PackageNotFoundError:
+        return False
 
 
 def test_serve_check_command() -> None:
@@ -62,4 +73,5 @@ def test_serve_check_command() -> None:
     )
     assert keyed.exit_code == 0 and "k3y" not in keyed.output
     sglang = runner.invoke(app, ["serve", "--check", "--engine", "sglang"])
-    assert sglang.exit_code == 2 and "not available yet" in sglang.output
+    if not _pinned_sglang_installed():
+        assert sglang.exit_code == 2 and "sglang==0.5.23" in sglang.output

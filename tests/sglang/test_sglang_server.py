@@ -1,0 +1,226 @@
+"""SGLang serving PIPO end to end on loopback: `pipo-agent serve --engine sglang` on the default model, in the
+SGLang virtual environment that `scripts/install_sglang_cpu.sh` makes (SGLang pins transformers==5.19.0, so it
+does not share this one). `.ci/run` makes it and sets `PIPO_TEST_SGLANG_PYTHON`; elsewhere these tests skip.
+
+The embedded engine, in this process, is the oracle: greedy output through SGLang must equal it token for
+token, for prompts of odd and even length and for tau < 0, in between, and >= 1, with the same PIPO stats."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipo_agent.backends.decode.sampling import SamplingParams
+from pipo_agent.backends.engine.llm_engine import LLMEngine, load_engine
+from pipo_agent.backends.sglang import TOKEN1_NO_DRAFT, TOKEN_KIND_KEY, stats_from_kinds
+from pipo_agent.chat_format import render_prompt
+from pipo_agent.messages import UserMessage
+
+SGLANG_PYTHON = os.environ.get("PIPO_TEST_SGLANG_PYTHON")
+pytestmark = pytest.mark.skipif(
+    not SGLANG_PYTHON,
+    reason="PIPO_TEST_SGLANG_PYTHON is not set: no SGLang environment here "
+    "(scripts/install_sglang_cpu.sh makes one; .ci/run sets the variable)",
+)
+
+MODEL = "pipo-default"
+TAUS = (-1.0, 0.5, 0.9, 1.0)
+TASKS = (
+    "What is 17 * 23?",
+    "Convert 3 miles to kilometers.",
+    "Reverse the list: apple, pear, fig",
+    "A box holds 12 eggs. How many eggs are in 7 boxes, minus 5 broken ones?",
+)
+MAX_NEW = 40
+
+
+@dataclass(frozen=True)
+class Live:
+    url: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def sglang_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    assert SGLANG_PYTHON is not None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    log = tmp_path_factory.mktemp("sglang") / "server.log"
+    command = [str(Path(SGLANG_PYTHON).parent / "pipo-agent"), "serve", "--engine", "sglang"]
+    command += ["--port", str(port), "--threads", "1", "--tau", "0.9", "--log-level", "warning"]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the SGLang server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the SGLang server did not come up in 300 s:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield Live(url, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def embedded() -> tuple[LLMEngine, Any]:
+    return load_engine()
+
+
+@pytest.fixture(scope="module")
+def prompts(embedded: tuple[LLMEngine, Any]) -> list[list[int]]:
+    _, tokenizer = embedded
+    chats = [
+        tokenizer.encode(render_prompt([UserMessage(content=t)]), add_special_tokens=False) for t in TASKS
+    ]
+    plain = [tokenizer.encode(t, add_special_tokens=False) for t in TASKS[:2]]
+    out = chats + plain
+    assert {len(p) % 2 for p in out} == {0, 1}, "the prompts must include odd and even lengths"
+    return out
+
+
+def _generate(url: str, ids: list[int], tau: float, max_new: int = MAX_NEW, **extra: Any) -> dict[str, Any]:
+    body = {
+        "input_ids": ids,
+        "sampling_params": {"temperature": 0, "max_new_tokens": max_new, "custom_params": {"tau": tau}},
+        **extra,
+    }
+    response = httpx.post(f"{url}/generate", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _generate_all(url: str, cases: list[tuple[list[int], float]]) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=300) as client:
+
+        async def one(ids: list[int], tau: float) -> dict[str, Any]:
+            body = {
+                "input_ids": ids,
+                "sampling_params": {
+                    "temperature": 0,
+                    "max_new_tokens": MAX_NEW,
+                    "custom_params": {"tau": tau},
+                },
+            }
+            response = await client.post(f"{url}/generate", json=body)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        return await asyncio.gather(*(one(ids, tau) for ids, tau in cases))
+
+
+def test_greedy_output_equals_the_embedded_engine_under_concurrent_requests(
+    sglang_server: Live, embedded: tuple[LLMEngine, Any], prompts: list[list[int]]
+) -> None:
+    engine, _ = embedded
+    cases = [(ids, tau) for ids in prompts for tau in TAUS]
+    served = asyncio.run(_generate_all(sglang_server.url, cases))  # all at once: SGLang batches them
+    expected = engine.generate(
+        [ids for ids, _ in cases], [SamplingParams(max_new_tokens=MAX_NEW, tau=t) for _, t in cases]
+    )
+    mismatches = []
+    for (ids, tau), got, want in zip(cases, served, expected, strict=True):
+        want_ids = list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
+        stats = stats_from_kinds(got["meta_info"][TOKEN_KIND_KEY])
+        want_stats = {
+            "steps": want.stats.steps,
+            "drafts_proposed": want.stats.drafts_proposed,
+            "drafts_committed": want.stats.drafts_committed,
+        }
+        if got["output_ids"] != want_ids or {k: stats[k] for k in want_stats} != want_stats:
+            mismatches.append((len(ids), tau, got["output_ids"], want_ids, stats, want_stats))
+        assert got["meta_info"]["finish_reason"]["type"] == (
+            "length" if want.finish_reason == "length" else "stop"
+        )
+        assert got["meta_info"]["completion_tokens"] == len(want_ids)
+    assert not mismatches, json.dumps(mismatches)[:3000]
+    committed = [stats_from_kinds(g["meta_info"][TOKEN_KIND_KEY])["drafts_committed"] for g in served]
+    assert any(committed) and not all(committed)  # tau >= 1 commits none, tau < 0 commits every draft
+
+
+def test_pad_is_never_output_nor_counted(sglang_server: Live, prompts: list[list[int]]) -> None:
+    got = _generate(sglang_server.url, prompts[0], tau=1.0, max_new=10, ignore_eos=False)
+    kinds = got["meta_info"][TOKEN_KIND_KEY]
+    assert all(kind == TOKEN1_NO_DRAFT for kind in kinds)  # every pair's second slot was PAD
+    assert 0 not in got["output_ids"] and "<|pad|>" not in got["text"]
+    if got["meta_info"]["finish_reason"]["type"] == "length":
+        assert len(got["output_ids"]) == got["meta_info"]["completion_tokens"] == 10
+
+
+def test_streaming_generate_and_chat(sglang_server: Live, prompts: list[list[int]]) -> None:
+    whole = _generate(sglang_server.url, prompts[1], tau=0.9)
+    chunks = []
+    body = {
+        "input_ids": prompts[1],
+        "stream": True,
+        "sampling_params": {"temperature": 0, "max_new_tokens": MAX_NEW, "custom_params": {"tau": 0.9}},
+    }
+    with httpx.stream("POST", f"{sglang_server.url}/generate", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line.removeprefix("data: ")))
+    assert len(chunks) > 2
+    assert chunks[-1]["output_ids"] == whole["output_ids"] and chunks[-1]["text"] == whole["text"]
+    assert chunks[-1]["meta_info"][TOKEN_KIND_KEY] == whole["meta_info"][TOKEN_KIND_KEY]
+
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{sglang_server.url}/v1", api_key="none", max_retries=0)
+    messages = [{"role": "user", "content": TASKS[0]}]
+    extra = {"custom_params": {"tau": 0.9}}
+    full = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=MAX_NEW, temperature=0, extra_body=extra
+    )
+    streamed = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=MAX_NEW, temperature=0, extra_body=extra, stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+    assert full.choices[0].message.content and text == full.choices[0].message.content
+    assert full.usage is not None and full.usage.completion_tokens > 0
+
+
+def test_bad_requests_get_a_4xx_with_the_reason_and_the_server_keeps_serving(
+    sglang_server: Live, prompts: list[list[int]]
+) -> None:
+    url = sglang_server.url
+    broken = httpx.post(f"{url}/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert 400 <= broken.status_code < 500
+    cases = [
+        ({"custom_params": {"tau": 3}}, {}, "tau"),
+        ({"custom_params": {"tau": "high"}}, {}, "custom_params.tau must be a number"),
+        ({}, {"return_logprob": True}, "logprobs are not supported"),
+        ({"regex": "[0-9]+"}, {}, "constrained decoding"),
+    ]
+    for params, extra, reason in cases:
+        body = {"input_ids": prompts[0], "sampling_params": {"max_new_tokens": 4, **params}, **extra}
+        response = httpx.post(f"{url}/generate", json=body, timeout=60)
+        assert response.status_code == 400 and reason in response.text, (params, extra, response.text)
+    chat = httpx.post(
+        f"{url}/v1/chat/completions", json={"model": MODEL, "messages": "not a list"}, timeout=60
+    )
+    assert 400 <= chat.status_code < 500 and "messages" in chat.text
+    after = _generate(url, prompts[0], tau=0.9, max_new=8)
+    assert len(after["output_ids"]) > 0
