@@ -1,6 +1,6 @@
 """The HTTP backend's one frozen configuration."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -17,6 +17,9 @@ class HttpBackendConfig(BaseModel):
     backoff from ``backoff_initial_s`` doubling to ``backoff_max_s``, less up to ``jitter`` of it at random.
     A stream that broke after its first event is not retried: its events were already delivered.
     ``extra_body`` is merged into every request (server-specific fields).
+    ``dialect`` names how the server takes PIPO's per-request fields: ``"pipo-agent"`` (``pipo-agent serve``)
+    takes ``tau`` and ``task_type`` as top-level fields; ``"sglang"`` (``pipo-agent serve --engine sglang``)
+    takes ``custom_params: {"tau": ...}`` and has no task types (the agent's per-task tau still reaches it).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -33,3 +36,4 @@ class HttpBackendConfig(BaseModel):
     max_retry_after_s: float = Field(30.0, ge=0)
     jitter: float = Field(0.2, ge=0, le=1)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    dialect: Literal["pipo-agent", "sglang"] = "pipo-agent"

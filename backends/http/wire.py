@@ -3,7 +3,8 @@ as the protocol's typed events.
 
 Out: typed messages become OpenAI messages (assistant turns carry ``reasoning_content`` and ``tool_calls``
 with JSON-text ``arguments``; an invalid call goes back with its raw text as ``arguments``, so the model
-sees what it wrote). ``tau`` and ``task_type`` go as extra body fields, only when set.
+sees what it wrote). ``tau`` and ``task_type`` go as extra body fields, only when set (to SGLang: ``tau`` in
+``custom_params``).
 
 In: ``delta.reasoning_content`` (or ``delta.reasoning``, as some servers name it) becomes
 :class:`ReasoningDelta`, ``delta.content`` :class:`TextDelta`, and the pieces of each ``delta.tool_calls``
@@ -65,9 +66,12 @@ def chat_body(request: ChatRequest, config: HttpBackendConfig) -> dict[str, Any]
         "top_k": s.top_k,
         "max_tokens": s.max_tokens,
         "seed": s.seed,
-        "tau": s.tau,
-        "task_type": s.task_type,
     }
+    if config.dialect == "sglang":
+        if s.tau is not None:
+            body["custom_params"] = {"tau": s.tau}
+    else:
+        optional |= {"tau": s.tau, "task_type": s.task_type}
     body.update({name: value for name, value in optional.items() if value is not None})
     if s.stop:
         body["stop"] = list(s.stop)

@@ -7,6 +7,7 @@ are SGLang's own. What PIPO needs from SGLang is fixed here:
 - `--speculative-algorithm PIPO --attention-backend pipo` (the plugin's), with 3 tokens per step at most;
 - no overlap scheduling (the worker runs synchronously) and no radix cache (SGLang's cache is keyed by tokens,
   PIPO's KV by pairs);
+- `reasoning_content` and `tool_calls` in chat completions by SGLang's parsers of the chat format;
 - the server's default tau as a model override (`pipo_default_tau`); requests set theirs with
   `custom_params: {"tau": x}`;
 - on the CPU: `SGLANG_USE_CPU_ENGINE=1`, float32, no CUDA graphs, and the `cpu_shims` folder (the stand-in
@@ -29,6 +30,10 @@ CPU_SHIMS = Path(__file__).resolve().parent / "cpu_shims"
 STEP_TOKENS = 3  # the held prefill draft, token1, token2
 CHUNKED_PREFILL_TOKENS = 4096  # even: a chunk boundary is a pair boundary
 DEFAULT_TAU_FIELD = "pipo_default_tau"
+# The chat format's reasoning opens in the prompt (`<think>\n`) and closes with `</think>`; tool calls are
+# `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`. SGLang's parsers of these formats:
+REASONING_PARSER = "deepseek-r1"
+TOOL_CALL_PARSER = "qwen25"
 
 
 class SGLangLaunchError(ValueError):
@@ -110,6 +115,10 @@ def build_launch(
         str(config.max_num_seqs),
         "--max-total-tokens",
         str(max_tokens),
+        "--reasoning-parser",
+        REASONING_PARSER,
+        "--tool-call-parser",
+        TOOL_CALL_PARSER,
         "--json-model-override-args",
         json.dumps({DEFAULT_TAU_FIELD: config.default_tau}),
         "--log-level",

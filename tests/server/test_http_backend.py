@@ -362,6 +362,11 @@ def test_request_body_mapping() -> None:
     ]
     assert body["messages"][2] == {"role": "tool", "tool_call_id": "a", "content": "1"}
     assert body["tools"] == TOOLS and body["top_k"] == 20 and "tau" not in body and "max_tokens" not in body
+    tuned = request.model_copy(update={"sampling": SamplingSettings(tau=0.7, task_type="arithmetic")})
+    ours = chat_body(tuned, config)
+    assert (ours["tau"], ours["task_type"]) == (0.7, "arithmetic") and "custom_params" not in ours
+    sglang = chat_body(tuned, config.model_copy(update={"dialect": "sglang"}))
+    assert sglang["custom_params"] == {"tau": 0.7} and "tau" not in sglang and "task_type" not in sglang
 
 
 def test_retry_delay() -> None:

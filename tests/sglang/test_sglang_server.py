@@ -197,8 +197,15 @@ def test_streaming_generate_and_chat(sglang_server: Live, prompts: list[list[int
     streamed = client.chat.completions.create(
         model=MODEL, messages=messages, max_tokens=MAX_NEW, temperature=0, extra_body=extra, stream=True
     )
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
-    assert full.choices[0].message.content and text == full.choices[0].message.content
+    reasoning, text = "", ""
+    for chunk in streamed:
+        if chunk.choices:
+            delta = chunk.choices[0].delta
+            reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+            text += delta.content or ""
+    message = full.choices[0].message
+    assert reasoning and reasoning == (message.model_extra or {}).get("reasoning_content")  # SGLang's parser
+    assert text == (message.content or "")
     assert full.usage is not None and full.usage.completion_tokens > 0
 
 
@@ -224,3 +231,58 @@ def test_bad_requests_get_a_4xx_with_the_reason_and_the_server_keeps_serving(
     assert 400 <= chat.status_code < 500 and "messages" in chat.text
     after = _generate(url, prompts[0], tau=0.9, max_new=8)
     assert len(after["output_ids"]) > 0
+
+
+def test_the_agent_runs_on_sglang_through_the_http_backend(sglang_server: Live, tmp_path: Path) -> None:
+    """The whole stack: the agent loop, SQLite memory and real tools, with SGLang serving the model; SGLang's
+    parsers give the reasoning and the tool calls back in OpenAI form."""
+    from pipo_agent.agent import Agent, AgentConfig
+    from pipo_agent.backend import ChatRequest, SamplingSettings
+    from pipo_agent.backends.http import HttpChatBackend
+    from pipo_agent.memory import MemoryStore
+    from pipo_agent.messages import SystemMessage, ToolCall
+    from pipo_agent.tasks import SYSTEM_PROMPT
+    from pipo_agent.tools import calculator_tool, lookup_tool
+
+    lookup = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look up a price or a unit.",
+            "parameters": {
+                "type": "object",
+                "properties": {"item": {"type": "string"}},
+                "required": ["item"],
+            },
+        },
+    }
+    question = [
+        SystemMessage(content="You solve tasks step by step and call tools when they help."),
+        UserMessage(content="How many dollars do 9 kg of garlic cost?"),
+    ]
+
+    async def main() -> tuple[Any, Any, int]:
+        backend = HttpChatBackend.connect(f"{sglang_server.url}/v1", MODEL, dialect="sglang")
+        sampling = SamplingSettings(max_tokens=160, tau=0.8, temperature=0.0)
+        async with backend, MemoryStore.open(tmp_path / "agent.db") as store:
+            turn = await backend.complete(ChatRequest(messages=question, tools=[lookup], sampling=sampling))
+            config = AgentConfig(
+                max_steps=3, task_type="arithmetic", sampling=SamplingSettings(max_tokens=64)
+            )
+            agent = Agent(
+                backend,
+                tools=[calculator_tool(), lookup_tool()],
+                system_prompt=SYSTEM_PROMPT,
+                config=config,
+                memory=store,
+            )
+            result = await agent.run("What is 12*7? Use the calculator.")
+            steps = len(await store.list_steps(result.run_id or ""))
+        return turn, result, steps
+
+    turn, result, steps = asyncio.run(main())
+    assert turn.message.reasoning and turn.usage.reasoning_tokens > 0
+    assert turn.message.tool_calls and isinstance(turn.message.tool_calls[0], ToolCall)
+    assert turn.message.tool_calls[0].name == "lookup"
+    assert result.steps >= 1 and steps == result.steps and result.usage.completion_tokens > 0
+    assert result.tau is not None  # the agent's per-task tau went to SGLang in custom_params
