@@ -659,6 +659,10 @@ def serve(
     check: Annotated[
         bool, typer.Option("--check", help="validate settings and checkpoint, print them, exit")
     ] = False,
+    sglang_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="with --engine sglang: one more argument for SGLang's server (repeatable)"),
+    ] = None,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
     /v1/models, /health, /metrics); binds 127.0.0.1 unless --host says otherwise."""
@@ -704,11 +708,14 @@ def serve(
         if config.engine == "sglang":
             from pipo_agent.backends.sglang.launch import build_launch, launch
 
-            summary["sglang"] = build_launch(config).summary()
+            extra = list(sglang_arg or [])
+            summary["sglang"] = build_launch(config, extra_args=extra).summary()
             if check:
                 console.print_json(json.dumps(summary))
                 return
-            launch(config)
+            launch(config, extra_args=extra)
+        elif sglang_arg:
+            raise ValueError("--sglang-arg needs --engine sglang")
         if check:
             console.print_json(json.dumps(summary))
             return

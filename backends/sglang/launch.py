@@ -17,6 +17,7 @@ are SGLang's own. What PIPO needs from SGLang is fixed here:
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -68,8 +69,14 @@ def kv_bytes_per_token(model_dir: Path, dtype_bytes: int) -> int:
 
 
 def build_launch(
-    config: "ServerConfig", *, python: str = sys.executable, environ: dict[str, str] | None = None
+    config: "ServerConfig",
+    *,
+    python: str = sys.executable,
+    environ: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> SGLangLaunch:
+    """SGLang's command line and environment for `config`; `extra_args` go last (SGLang keeps the last value of
+    a repeated flag, so they can override the ones set here)."""
     from pipo_agent.backends.checkpoints import default_model_dir
     from pipo_agent.server.config import EngineMode
 
@@ -138,6 +145,7 @@ def build_launch(
             "--mem-fraction-static",
             "0.05",
         ]
+    argv += list(extra_args)
     env = dict(os.environ if environ is None else environ)
     if cpu:
         env["SGLANG_USE_CPU_ENGINE"] = "1"
@@ -148,10 +156,10 @@ def build_launch(
     return SGLangLaunch(argv, env)
 
 
-def launch(config: "ServerConfig") -> NoReturn:
+def launch(config: "ServerConfig", extra_args: Sequence[str] = ()) -> NoReturn:
     """Checks the SGLang version, then becomes the SGLang server (this call does not return)."""
     from pipo_agent.backends.sglang.plugin import check_sglang_version
 
     check_sglang_version()
-    plan = build_launch(config)
+    plan = build_launch(config, extra_args=extra_args)
     os.execvpe(plan.argv[0], plan.argv, plan.env)

@@ -16,6 +16,8 @@ pool row of the request's `j`-th slot (SGLang still reserves a row per token; th
 
 SGLang commits one token at prefill, so the prefill's token2 (a real draft, computed there) is held and handed
 over at the request's first decode step, in front of that step's tokens: a step emits at most three tokens.
+A request SGLang retracts (its KV freed when the pool runs out) is recomputed from its history when it comes
+back, as the embedded engine's preemption does; tokens still held then go out first.
 
 Per-request tau: `custom_params={"tau": x}` (x in [-1, 1]); otherwise the server's (`pipo_default_tau`).
 `meta_info["pipo_token_kind"]` has one code per output token (SGLang streams per-token values in step with the
@@ -198,30 +200,29 @@ class PipoWorker(BaseSpecWorker):
                 continue
             prefix = int(batch.prefix_lens[i])
             done = prefix + int(batch.extend_lens[i])
-            if prefix == 0 and state.pairs_in_kv:  # retracted: its KV is gone
-                if state.held:
-                    req.to_finish = FINISH_ABORT(
-                        message="PIPO request retracted before its first decode step"
-                    )
-                    refused.append(i)
-                    continue
+            if prefix == 0 and state.pairs_in_kv:  # retracted by SGLang (out of KV): recompute its history
                 state.pairs_in_kv = 0
+                if state.output.finished:  # only its held tokens were left to hand over
+                    continue
             last = done >= len(req.full_untruncated_fill_ids)
             hi = state.total_pairs if last else min(done // PAIR, state.total_pairs - 1)
             if hi > state.pairs_in_kv:
                 work.append((i, state, hi))
         steps = self._run(batch, work, BatchKind.PREFILL)
-        first = torch.zeros(bs, dtype=torch.int64)
-        for i, state, _ in work:
-            step = steps.get(i)
-            if step is None:
+        first = torch.full((bs,), self.pad, dtype=torch.int64)
+        for i, req in enumerate(batch.reqs):
+            state = self.states.get(req)
+            if state is None or i in refused:
                 continue
-            emitted = self._commit(state, step)
+            emitted = list(state.held)
+            step = steps.get(i)
+            if step is not None:
+                emitted += self._commit(state, step)
+            if not emitted:
+                continue  # a prompt chunk that does not reach the last pair
             first[i] = emitted[0][0]
             state.held = emitted[1:]
-            self._publish(batch.reqs[i], emitted[:1])
-        for i in refused:
-            first[i] = self.pad
+            self._publish(req, emitted[:1])
         return self._result(batch, first[:, None], torch.ones(bs, dtype=torch.int32), batch.seq_lens)
 
     def _decode(self, batch: ScheduleBatch) -> GenerationBatchResult:
@@ -229,7 +230,7 @@ class PipoWorker(BaseSpecWorker):
         work: list[tuple[int, PipoRequestState, int]] = []
         for i, req in enumerate(batch.reqs):
             state = self.states[req]
-            if not state.output.finished:
+            if not state.output.finished and len(state.held) < 2:  # room for token1 and token2 behind them
                 work.append((i, state, state.total_pairs))
             elif not state.held:
                 raise RuntimeError(f"request {req.rid} finished for PIPO but not for SGLang")
@@ -238,8 +239,8 @@ class PipoWorker(BaseSpecWorker):
         lens = torch.zeros(bs, dtype=torch.int32)
         for i, req in enumerate(batch.reqs):
             state = self.states[req]
-            emitted = list(state.held)
-            state.held = []
+            emitted = state.held[:STRIDE]
+            state.held = state.held[STRIDE:]
             step = steps.get(i)
             if step is not None:
                 emitted += self._commit(state, step)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,15 +50,15 @@ class Live:
     log: Path
 
 
-@pytest.fixture(scope="module")
-def sglang_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+@contextmanager
+def serving(log: Path, *extra: str) -> Iterator[Live]:
+    """`pipo-agent serve --engine sglang` from the SGLang environment, on a free loopback port, until the block ends."""
     assert SGLANG_PYTHON is not None
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    log = tmp_path_factory.mktemp("sglang") / "server.log"
     command = [str(Path(SGLANG_PYTHON).parent / "pipo-agent"), "serve", "--engine", "sglang"]
-    command += ["--port", str(port), "--threads", "1", "--tau", "0.9", "--log-level", "warning"]
+    command += ["--port", str(port), "--threads", "1", "--tau", "0.9", "--log-level", "warning", *extra]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -82,6 +83,12 @@ def sglang_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def sglang_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with serving(tmp_path_factory.mktemp("sglang") / "server.log") as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +293,36 @@ def test_the_agent_runs_on_sglang_through_the_http_backend(sglang_server: Live, 
     assert turn.message.tool_calls[0].name == "lookup"
     assert result.steps >= 1 and steps == result.steps and result.usage.completion_tokens > 0
     assert result.tau is not None  # the agent's per-task tau went to SGLang in custom_params
+
+
+def test_requests_retracted_for_kv_space_resume_with_the_same_output(
+    embedded: tuple[LLMEngine, Any], tmp_path: Path
+) -> None:
+    """A pool of 700 token slots, an optimistic admission and 64-token prefill chunks: SGLang runs out of KV
+    mid-decode, retracts requests and readmits them later; the worker recomputes their pairs (PADs included)
+    from its history."""
+    engine, _ = embedded
+    prompts = [[(7 * i + 3 * j) % 500 + 10 for j in range(30 + i)] for i in range(8)]
+    cases = [(ids, (0.9, -1.0, 1.0, 0.5)[i % 4]) for i, ids in enumerate(prompts)]
+    extra = (
+        "--sglang-arg=--max-total-tokens=700",
+        "--sglang-arg=--schedule-conservativeness=0.02",
+        "--sglang-arg=--chunked-prefill-size=64",  # prompts of 30+ tokens come in several chunks too
+    )
+    body = {
+        "input_ids": [ids for ids, _ in cases],  # one batch request: SGLang admits them together
+        "sampling_params": [
+            {"temperature": 0, "max_new_tokens": 150, "custom_params": {"tau": tau}} for _, tau in cases
+        ],
+    }
+    with serving(tmp_path / "server.log", *extra) as live:
+        response = httpx.post(f"{live.url}/generate", json=body, timeout=600)
+    assert response.status_code == 200, response.text
+    served = response.json()
+    expected = engine.generate(
+        [ids for ids, _ in cases], [SamplingParams(max_new_tokens=150, tau=t) for _, t in cases]
+    )
+    assert sum(got["meta_info"]["num_retractions"] for got in served) > 0
+    for got, want in zip(served, expected, strict=True):
+        want_ids = list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
+        assert got["output_ids"] == want_ids
