@@ -8,8 +8,8 @@
 #   entrypoint.sh agent TASK [ARGS...]  one agent task against the server, its memory in PIPO_MEMORY_URL
 #   entrypoint.sh COMMAND...          any other command, run as is
 #
-# serve/check: PIPO_HOST (0.0.0.0), PIPO_PORT (8000), PIPO_ENGINE (embedded), PIPO_MODEL (checkpoint dir;
-#   default: the shipped model), PIPO_SERVED_MODEL_NAME, PIPO_THREADS, PIPO_MAX_NUM_SEQS, PIPO_MAX_QUEUE,
+# serve/check: PIPO_HOST (0.0.0.0), PIPO_PORT (8000), PIPO_ENGINE (embedded), PIPO_DEVICE (cpu),
+#   PIPO_MODEL (checkpoint dir; default: the shipped model), PIPO_SERVED_MODEL_NAME, PIPO_THREADS, PIPO_MAX_NUM_SEQS, PIPO_MAX_QUEUE,
 #   PIPO_GRACE_PERIOD, and the API key: PIPO_API_KEY_FILE (default /run/secrets/pipo_api_key) or PIPO_API_KEY.
 #   A non-loopback host without a key is refused at startup.
 # agent: PIPO_SERVER_URL (http://server:8000/v1), PIPO_MEMORY_URL (postgresql+asyncpg://user@host/db),
@@ -34,7 +34,7 @@ KEY
 
 serve() {
     set -- pipo-agent serve --host "${PIPO_HOST:-0.0.0.0}" --port "${PIPO_PORT:-8000}" \
-        --engine "${PIPO_ENGINE:-embedded}" "$@"
+        --engine "${PIPO_ENGINE:-embedded}" --device "${PIPO_DEVICE:-cpu}" "$@"
     if [ -n "${PIPO_MODEL:-}" ]; then set -- "$@" --model "$PIPO_MODEL"; fi
     if [ -n "${PIPO_SERVED_MODEL_NAME:-}" ]; then set -- "$@" --served-model-name "$PIPO_SERVED_MODEL_NAME"; fi
     if [ -n "${PIPO_THREADS:-}" ]; then set -- "$@" --threads "$PIPO_THREADS"; fi

@@ -10,7 +10,8 @@ are SGLang's own. What PIPO needs from SGLang is fixed here:
 - `reasoning_content` and `tool_calls` in chat completions by SGLang's parsers of the chat format;
 - the server's default tau as a model override (`pipo_default_tau`); requests set theirs with
   `custom_params: {"tau": x}`;
-- on the CPU: `SGLANG_USE_CPU_ENGINE=1`, float32, no CUDA graphs, and the `cpu_shims` folder (the stand-in
+- no CUDA graphs: the worker drives the model itself, outside SGLang's graph runner;
+- on the CPU: `SGLANG_USE_CPU_ENGINE=1`, float32, and the `cpu_shims` folder (the stand-in
   `sgl_kernel` and `torchvision`) first on `PYTHONPATH`.
 """
 
@@ -116,6 +117,7 @@ def build_launch(
         str(STEP_TOKENS),
         "--disable-overlap-schedule",
         "--disable-radix-cache",
+        "--disable-cuda-graph",  # the worker runs the model itself; SGLang's graph runner would not
         "--chunked-prefill-size",
         str(CHUNKED_PREFILL_TOKENS),
         "--max-running-requests",
@@ -139,7 +141,6 @@ def build_launch(
         argv += [
             "--dtype",
             "float32",
-            "--disable-cuda-graph",
             "--sampling-backend",
             "pytorch",
             "--mem-fraction-static",

@@ -102,6 +102,22 @@ def test_entrypoint_check_mode(tmp_path: Path) -> None:
     assert by_file.returncode == 0 and json.loads(by_file.stdout)["port"] == 9
     sglang = entrypoint("check", PIPO_ENGINE="sglang", PIPO_API_KEY="k")
     assert sglang.returncode == 2 and "sglang==0.5.23" in sglang.stdout + sglang.stderr  # not installed here
+    sglang_python = os.environ.get("PIPO_TEST_SGLANG_PYTHON")
+    if sglang_python:  # the GPU image's command, from the SGLang environment (.ci/run makes one)
+        values = env(PIPO_ENGINE="sglang", PIPO_DEVICE="cuda", PIPO_API_KEY="k3y-gpu")
+        values["PATH"] = f"{Path(sglang_python).parent}{os.pathsep}{values['PATH']}"
+        gpu = subprocess.run(
+            [str(ENTRYPOINT), "check"],
+            env=values,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert gpu.returncode == 0, gpu.stderr
+        argv = json.loads(gpu.stdout)["sglang"]["argv"]
+        assert argv[argv.index("--device") + 1] == "cuda" and argv[argv.index("--api-key") + 1] == "***"
+        assert argv[argv.index("--speculative-algorithm") + 1] == "PIPO" and "k3y-gpu" not in gpu.stdout
 
 
 def _free_port() -> int:

@@ -100,7 +100,7 @@ def test_launch_plan_on_the_cpu() -> None:
 def test_launch_plan_on_a_gpu_hides_the_key_and_refuses_what_sglang_cannot_serve() -> None:
     config = ServerConfig.build(engine="sglang", device="cuda", host="0.0.0.0", api_key="s3cret")
     plan = build_launch(config, python="/py", environ={})
-    assert _flag(plan.argv, "--device") == "cuda" and "--disable-cuda-graph" not in plan.argv
+    assert _flag(plan.argv, "--device") == "cuda" and "--dtype" not in plan.argv
     assert "SGLANG_USE_CPU_ENGINE" not in plan.env and "PYTHONPATH" not in plan.env
     assert _flag(plan.argv, "--api-key") == "s3cret" and "s3cret" not in json.dumps(plan.summary())
     with pytest.raises(SGLangLaunchError, match="serves the PIPO model"):
