@@ -119,7 +119,9 @@ def _generate(url: str, ids: list[int], tau: float, max_new: int = MAX_NEW, **ex
     return response.json()
 
 
-async def _generate_all(url: str, cases: list[tuple[list[int], float]]) -> list[dict[str, Any]]:
+async def _generate_all(
+    url: str, cases: list[tuple[list[int], float]], max_new: int = MAX_NEW
+) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(timeout=300) as client:
 
         async def one(ids: list[int], tau: float) -> dict[str, Any]:
@@ -127,7 +129,7 @@ async def _generate_all(url: str, cases: list[tuple[list[int], float]]) -> list[
                 "input_ids": ids,
                 "sampling_params": {
                     "temperature": 0,
-                    "max_new_tokens": MAX_NEW,
+                    "max_new_tokens": max_new,
                     "custom_params": {"tau": tau},
                 },
             }
@@ -326,3 +328,60 @@ def test_requests_retracted_for_kv_space_resume_with_the_same_output(
     for got, want in zip(served, expected, strict=True):
         want_ids = list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
         assert got["output_ids"] == want_ids
+
+
+@pytest.mark.parametrize("backbone", ["llama", "qwen2"])
+def test_other_backbones_through_sglang(
+    backbone: str, tmp_path: Path, embedded: tuple[LLMEngine, Any]
+) -> None:
+    """The dense backbones the embedded engine serves, as tiny random PIPO checkpoints with grouped-query
+    attention (4 query heads, 2 KV heads): SGLang's greedy output equals the embedded engine's."""
+    import shutil
+
+    import torch
+
+    from pipo_agent.backends.checkpoints import default_model_dir
+    from pipo_agent.backends.engine.llm_engine import engine_config_for
+    from pipo_agent.backends.model import PipoConfig, PipoModel, save_pipo
+
+    _, tokenizer = embedded
+    torch.manual_seed(7)
+    backbone_config = {
+        "model_type": backbone,
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": backbone == "qwen2",
+    }
+    model = PipoModel(PipoConfig(backbone=backbone_config, pad_token_id=0, eos_token_ids=(1, 3))).eval()
+    with torch.no_grad():  # large random weights: peaked logits, so float noise cannot flip an argmax
+        generator = torch.Generator().manual_seed(7)
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    directory = save_pipo(model, tmp_path / backbone)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(default_model_dir() / name, directory / name)
+    prompts = [[(11 * i + 5 * j) % 900 + 20 for j in range(9 + 4 * i)] for i in range(3)]
+    cases = [(ids, tau) for ids in prompts for tau in (-1.0, 0.5, 1.0)]
+    engine = LLMEngine(
+        model,
+        engine_config_for(model, kv_cache_bytes=8 << 20),
+        eos_token_ids=(1, 3),
+        pad_token_id=0,
+    )
+    expected = engine.generate(
+        [ids for ids, _ in cases], [SamplingParams(max_new_tokens=24, tau=t) for _, t in cases]
+    )
+    with serving(tmp_path / "server.log", "--model", str(directory), "--kv-cache-mb", "8") as live:
+        served = asyncio.run(_generate_all(live.url, cases, max_new=24))
+    for (ids, tau), got, want in zip(cases, served, expected, strict=True):
+        want_ids = list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
+        assert got["output_ids"] == want_ids, (len(ids), tau)
+        assert (
+            stats_from_kinds(got["meta_info"][TOKEN_KIND_KEY])["drafts_committed"]
+            == want.stats.drafts_committed
+        )
