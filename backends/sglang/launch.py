@@ -69,6 +69,24 @@ def kv_bytes_per_token(model_dir: Path, dtype_bytes: int) -> int:
     return 2 * layers * int(backbone["num_key_value_heads"]) * head_dim * dtype_bytes
 
 
+def _check_checkpoint(model_dir: Path) -> None:
+    """The plugin serves checkpoints written by this project (`pipo_format` in `config.json`). A published PIPO
+    checkpoint names SGLang's own Qwen3.5 model, which would serve its backbone alone, autoregressively."""
+    from pipo_agent.backends.model.config import CONFIG_FORMAT
+
+    path = model_dir / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SGLangLaunchError(f"cannot read the checkpoint config {path}: {exc}") from exc
+    if data.get("pipo_format") != CONFIG_FORMAT:
+        raise SGLangLaunchError(
+            f"{model_dir} is not a checkpoint written by pipo-agent (its config.json has no "
+            f"pipo_format={CONFIG_FORMAT!r}); published Qwen3.5 PIPO checkpoints are not served through SGLang "
+            "yet: load them with load_pipo and the reference decoder, or save them again with save_pipo"
+        )
+
+
 def build_launch(
     config: "ServerConfig",
     *,
@@ -92,6 +110,7 @@ def build_launch(
             'in custom_params ({"tau": 0.8}) or gets --tau'
         )
     model_dir = config.model_dir if config.model_dir is not None else default_model_dir()
+    _check_checkpoint(model_dir)
     cpu = config.device == "cpu"
     dtype_bytes = 4  # float32 on the CPU; on a GPU "auto" keeps the checkpoint's float32 too
     max_tokens = max(64, config.kv_cache_bytes // kv_bytes_per_token(model_dir, dtype_bytes))

@@ -109,6 +109,14 @@ def test_launch_plan_on_a_gpu_hides_the_key_and_refuses_what_sglang_cannot_serve
         build_launch(ServerConfig.build(engine="sglang", task_taus={"strings": 0.5}))
 
 
+def test_launch_refuses_a_checkpoint_sglang_would_serve_as_its_backbone_alone(tmp_path: Path) -> None:
+    published = json.loads((MODEL_DIR / "config.json").read_text())["backbone"]
+    published |= {"model_type": "qwen3_5_text", "architectures": ["Qwen3_5ForCausalLM"], "pad_token_id": 0}
+    (tmp_path / "config.json").write_text(json.dumps(published))
+    with pytest.raises(SGLangLaunchError, match="not a checkpoint written by pipo-agent"):
+        build_launch(ServerConfig.build(engine="sglang", model_dir=tmp_path))
+
+
 def test_version_check() -> None:
     assert check_sglang_version(SGLANG_VERSION) == SGLANG_VERSION
     with pytest.raises(SGLangVersionError, match=rf"built for sglang=={SGLANG_VERSION} but sglang==0.5.22"):
