@@ -385,3 +385,37 @@ def test_other_backbones_through_sglang(
             stats_from_kinds(got["meta_info"][TOKEN_KIND_KEY])["drafts_committed"]
             == want.stats.drafts_committed
         )
+
+
+def test_seeded_sampling_equals_the_embedded_engine(
+    sglang_server: Live, embedded: tuple[LLMEngine, Any], prompts: list[list[int]]
+) -> None:
+    """Temperature, top-p, top-k and a seed: the worker samples token1 and the draft with the request's own
+    generator, in the engine's order, so a seeded request draws the same tokens in both engines."""
+    engine, _ = embedded
+    settings = [(0.8, 0.9, 0, 11), (1.0, 1.0, 20, 5)]
+    cases = [(ids, s) for ids in prompts[:3] for s in settings]
+    served = []
+    for ids, (temperature, top_p, top_k, seed) in cases:
+        params = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": MAX_NEW,
+            "sampling_seed": seed,
+        }
+        if top_k:
+            params["top_k"] = top_k
+        body = {"input_ids": ids, "sampling_params": {**params, "custom_params": {"tau": 0.9}}}
+        response = httpx.post(f"{sglang_server.url}/generate", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        served.append(response.json()["output_ids"])
+    expected = engine.generate(
+        [ids for ids, _ in cases],
+        [
+            SamplingParams(max_new_tokens=MAX_NEW, tau=0.9, temperature=t, top_p=p, top_k=k, seed=s)
+            for _, (t, p, k, s) in cases
+        ],
+    )
+    for got, want in zip(served, expected, strict=True):
+        assert got == list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
+    assert len({tuple(g) for g in served}) == len(served)  # the settings and prompts give different samples
