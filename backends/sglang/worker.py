@@ -25,7 +25,6 @@ tokens): 0 token1 of a step without a draft, 1 token1 whose draft was rejected, 
 3 a kept draft. `pipo_agent.backends.sglang.stats_from_kinds` turns them into steps, drafts proposed and committed, and tokens per step.
 """
 
-import logging
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +53,6 @@ from pipo_agent.backends.sglang import (
 )
 from pipo_agent.backends.sglang.attention import PairSlotAttention
 from pipo_agent.backends.sglang.launch import DEFAULT_TAU_FIELD
-
-logger = logging.getLogger(__name__)
 
 STRIDE = 3  # tokens a step may emit: the held prefill draft, token1, token2
 _TOP_K_ALL = 1 << 30
