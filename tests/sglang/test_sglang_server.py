@@ -34,6 +34,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 MODEL = "pipo-default"
+# On a GPU machine, PIPO_TEST_SGLANG_DEVICE=cuda serves through the Triton kernels; the oracle stays on the CPU.
+DEVICE = os.environ.get("PIPO_TEST_SGLANG_DEVICE", "cpu")
 TAUS = (-1.0, 0.5, 0.9, 1.0)
 TASKS = (
     "What is 17 * 23?",
@@ -58,7 +60,8 @@ def serving(log: Path, *extra: str) -> Iterator[Live]:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     command = [str(Path(SGLANG_PYTHON).parent / "pipo-agent"), "serve", "--engine", "sglang"]
-    command += ["--port", str(port), "--threads", "1", "--tau", "0.9", "--log-level", "warning", *extra]
+    command += ["--port", str(port), "--threads", "1", "--tau", "0.9", "--log-level", "warning"]
+    command += ["--device", DEVICE, *extra]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
