@@ -3,7 +3,8 @@
 Starts, one after the other on loopback, `pipo-agent serve --engine sglang` (the PIPO model through the plugin)
 and plain `python -m sglang.launch_server` on the checkpoint's AR teacher (SGLang's own model code, its
 `torch_native` attention on the CPU), sends each the same greedy requests at several concurrencies, and
-prints output tokens/s, time per output token and the PIPO/AR ratios. Output lengths differ between the
+prints output tokens/s, time per output token and the PIPO/AR ratios. `--device cuda` runs both on a GPU (the
+AR baseline with SGLang's default attention backend, both without CUDA graphs). Output lengths differ between the
 two models, so throughput is counted in real output tokens (PIPO's PAD excluded).
 
     python scripts/bench_sglang.py --sglang-python .venv-sglang/bin/python --batch 1,8 --max-tokens 256
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--tau", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/sglang-bench.json"))
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
@@ -127,28 +129,24 @@ def main() -> None:
     pipo_port, ar_port = _free_port(), _free_port()
     pipo_cmd = [str(bin_dir / "pipo-agent"), "serve", "--engine", "sglang", "--model", str(args.model)]
     pipo_cmd += ["--port", str(pipo_port), "--threads", str(args.threads), "--log-level", "warning"]
+    pipo_cmd += ["--device", args.device]
     ar_cmd = [args.sglang_python, "-m", "sglang.launch_server", "--model-path", str(args.model / "teacher")]
     ar_cmd += ["--tokenizer-path", str(args.model), "--port", str(ar_port), "--host", "127.0.0.1"]
-    ar_cmd += [
-        "--device",
-        "cpu",
-        "--attention-backend",
-        "torch_native",
-        "--disable-cuda-graph",
-        "--dtype",
-        "float32",
-    ]
-    ar_cmd += [
-        "--sampling-backend",
-        "pytorch",
-        "--mem-fraction-static",
-        "0.05",
-        "--max-total-tokens",
-        "20000",
-    ]
-    ar_cmd += ["--disable-radix-cache", "--log-level", "warning"]
-    ar_env = {**os.environ, "SGLANG_USE_CPU_ENGINE": "1", "OMP_NUM_THREADS": str(args.threads)}
-    ar_env["PYTHONPATH"] = str(CPU_SHIMS)
+    ar_cmd += ["--device", args.device, "--disable-radix-cache", "--log-level", "warning"]
+    ar_env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if args.device == "cpu":  # SGLang's CPU path and the stand-ins, as `serve --engine sglang` sets them
+        ar_cmd += ["--attention-backend", "torch_native", "--disable-cuda-graph", "--dtype", "float32"]
+        ar_cmd += [
+            "--sampling-backend",
+            "pytorch",
+            "--mem-fraction-static",
+            "0.05",
+            "--max-total-tokens",
+            "20000",
+        ]
+        ar_env |= {"SGLANG_USE_CPU_ENGINE": "1", "PYTHONPATH": str(CPU_SHIMS)}
+    else:  # the PIPO worker runs without CUDA graphs; so does the baseline, for a like-for-like step
+        ar_cmd += ["--disable-cuda-graph"]
     for name, command, port, extra, env in (
         ("pipo", pipo_cmd, pipo_port, {"custom_params": {"tau": args.tau}}, None),
         ("ar", ar_cmd, ar_port, {}, ar_env),
