@@ -72,6 +72,7 @@ class PipoRequestState:
         default_factory=list
     )  # (token, kind) decided, not yet handed to SGLang
     steps: list[DecodeStep] = field(default_factory=list)
+    slot_rows: list[int] = field(default_factory=list)  # pool row of each pair, read once from SGLang's table
 
     @property
     def phase2(self) -> bool:
@@ -199,6 +200,7 @@ class PipoWorker(BaseSpecWorker):
             done = prefix + int(batch.extend_lens[i])
             if prefix == 0 and state.pairs_in_kv:  # retracted by SGLang (out of KV): recompute its history
                 state.pairs_in_kv = 0
+                state.slot_rows = []  # its slots were freed; the readmission has new ones
                 if state.output.finished:  # only its held tokens were left to hand over
                     continue
             last = done >= len(req.full_untruncated_fill_ids)
@@ -258,7 +260,10 @@ class PipoWorker(BaseSpecWorker):
         num_new, contexts, tables, slot_mapping, input_ids, last, lookahead = [], [], [], [], [], [], []
         for i, state, hi in work:
             lo = state.pairs_in_kv
-            slots = table[rows[i], :hi].tolist()
+            known = len(state.slot_rows)
+            if hi > known:  # a request's slots never move while it runs: read only the new ones
+                state.slot_rows += table[rows[i], known:hi].tolist()
+            slots = state.slot_rows[:hi]
             num_new.append(hi - lo)
             contexts.append(hi)
             tables.append(tuple(slots))

@@ -111,6 +111,11 @@ def prompts(embedded: tuple[LLMEngine, Any]) -> list[list[int]]:
     return out
 
 
+def _expected_ids(result: Any) -> list[int]:
+    """What SGLang returns for an embedded-engine result: its real tokens, then the EOS that stopped it."""
+    return list(result.token_ids) + ([result.stop_token_id] if result.stop_token_id is not None else [])
+
+
 def _generate(url: str, ids: list[int], tau: float, max_new: int = MAX_NEW, **extra: Any) -> dict[str, Any]:
     body = {
         "input_ids": ids,
@@ -154,7 +159,7 @@ def test_greedy_output_equals_the_embedded_engine_under_concurrent_requests(
     )
     mismatches = []
     for (ids, tau), got, want in zip(cases, served, expected, strict=True):
-        want_ids = list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
+        want_ids = _expected_ids(want)
         stats = stats_from_kinds(got["meta_info"][TOKEN_KIND_KEY])
         want_stats = {
             "steps": want.stats.steps,
@@ -329,7 +334,7 @@ def test_requests_retracted_for_kv_space_resume_with_the_same_output(
     )
     assert sum(got["meta_info"]["num_retractions"] for got in served) > 0
     for got, want in zip(served, expected, strict=True):
-        want_ids = list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
+        want_ids = _expected_ids(want)
         assert got["output_ids"] == want_ids
 
 
@@ -382,7 +387,7 @@ def test_other_backbones_through_sglang(
     with serving(tmp_path / "server.log", "--model", str(directory), "--kv-cache-mb", "8") as live:
         served = asyncio.run(_generate_all(live.url, cases, max_new=24))
     for (ids, tau), got, want in zip(cases, served, expected, strict=True):
-        want_ids = list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
+        want_ids = _expected_ids(want)
         assert got["output_ids"] == want_ids, (len(ids), tau)
         assert (
             stats_from_kinds(got["meta_info"][TOKEN_KIND_KEY])["drafts_committed"]
@@ -420,5 +425,5 @@ def test_seeded_sampling_equals_the_embedded_engine(
         ],
     )
     for got, want in zip(served, expected, strict=True):
-        assert got == list(want.token_ids) + ([want.stop_token_id] if want.stop_token_id is not None else [])
+        assert got == _expected_ids(want)
     assert len({tuple(g) for g in served}) == len(served)  # the settings and prompts give different samples
