@@ -13,6 +13,7 @@ and in the same order, so a seeded request draws the same random numbers in both
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -143,9 +144,27 @@ class PipoRunner(_Runner):
         *,
         record_logits: bool = False,
     ) -> None:
-        assert kv.mtp is not None
         super().__init__(model, kv, backend, block_size, model.embed_tokens.weight.device, record_logits)
         self.model: PipoModel = model
+
+    # ---- what a runner over other layers (SGLang's hybrid Qwen3.5) replaces ----
+
+    def _backbone(self, latents: torch.Tensor, positions: torch.Tensor, meta: Any) -> torch.Tensor:
+        """The backbone's decoder stack and final norm over the new pairs' latents `[N, H]`."""
+        return run_layers(self.model.backbone.model, latents, positions, self.kv, meta, self.backend)
+
+    def _mtp(
+        self, token_embeds: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor, meta: Any
+    ) -> torch.Tensor:
+        """The MTP module over rows fed `E[token]` and the backbone's hidden; writes its K/V."""
+        assert self.kv.mtp is not None
+        model = self.model
+        rotary = model.backbone.model.rotary_emb
+        return run_mtp(model.mtp, rotary, token_embeds, hidden, positions, self.kv.mtp, meta, self.backend)
+
+    def _mtp_sequences(self, batch: ScheduledBatch, requests: Sequence[EngineRequest]) -> list[int]:
+        """The sequences whose MTP K/V this step writes: those that draft (tau < 1)."""
+        return [i for i in range(batch.num_seqs) if requests[i].phase2]
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, requests: Sequence[EngineRequest]) -> list[DecodeStep | None]:
@@ -153,7 +172,7 @@ class PipoRunner(_Runner):
         meta, positions = self._begin(batch)
         ids = torch.tensor(batch.input_ids, device=device)  # [2N]
         latents = model.compress(ids[None])[0]  # [1, 2N] -> [N, H]
-        hidden = run_layers(model.backbone.model, latents, positions, self.kv, meta, self.backend)  # [N, H]
+        hidden = self._backbone(latents, positions, meta)  # [N, H]
         prof.mark("backbone")
 
         rows = list(batch.logits_indices)  # one row per sequence whose chunk reaches its last pair
@@ -172,7 +191,7 @@ class PipoRunner(_Runner):
                 token1[i], firsts[i] = first.token_id, first
         prof.mark("head+sample")
 
-        phase2 = [i for i in range(batch.num_seqs) if requests[i].phase2]
+        phase2 = self._mtp_sequences(batch, requests)
         drafts = self._phase2(batch, requests, meta, positions, hidden, phase2, token1) if phase2 else {}
         prof.mark("mtp+confidence")
         for s, i in enumerate(sampling):
@@ -216,19 +235,13 @@ class PipoRunner(_Runner):
             )
         rows = torch.tensor(row_ids, device=device)
         tokens = torch.tensor(mtp_tokens, device=device)
-        assert self.kv.mtp is not None
-        m = run_mtp(
-            model.mtp,
-            model.backbone.model.rotary_emb,
-            model.embed_tokens(tokens),
-            hidden[rows],
-            positions[rows],
-            self.kv.mtp,
-            sub,
-            self.backend,
-        )  # [N2, H]
+        m = self._mtp(model.embed_tokens(tokens), hidden[rows], positions[rows], sub)  # [N2, H]
         # Drafts at the last pair of each phase-2 sequence that sampled token1 and is not finished.
-        wanted = [(k, i) for k, i in enumerate(phase2) if i in token1 and not requests[i].output.finished]
+        wanted = [
+            (k, i)
+            for k, i in enumerate(phase2)
+            if requests[i].phase2 and i in token1 and not requests[i].output.finished
+        ]
         if not wanted:
             return {}
         ends = [sum(batch.num_new_pairs[j] for j in phase2[: k + 1]) - 1 for k, _ in wanted]

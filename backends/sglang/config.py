@@ -5,7 +5,9 @@ SGLang sizes its KV pool and its scheduler from the usual top-level fields (`num
 `backbone`; this config lifts them to the top, with one more layer than the backbone has: the MTP layer keeps
 its KV in the pool's last layer, at the same slot as the backbone's layers (one slot per pair).
 
-Published PIPO checkpoints (Qwen3.5) carry their own `model_type` and are SGLang's own Qwen3.5 model's to load.
+For a Qwen3.5 backbone (hybrid linear + full attention), `text_config` is SGLang's own Qwen3.5 text config
+with one more full-attention layer, so SGLang builds its linear-attention state pool and its hybrid attention
+backend for it (`hybrid.py`).
 """
 
 from typing import Any
@@ -14,6 +16,22 @@ from transformers import PretrainedConfig
 
 from pipo_agent.backends.model.config import PipoConfig
 from pipo_agent.backends.sglang import ARCHITECTURE
+
+HYBRID_BACKBONES = ("qwen3_5_text",)
+HF_FULL = "full_attention"
+HF_LINEAR = "linear_attention"
+
+
+def layer_types(backbone: dict[str, Any]) -> list[str]:
+    """A hybrid backbone's layer types (Hugging Face names), from `layer_types` or `full_attention_interval`."""
+    types = backbone.get("layer_types")
+    if types:
+        return [str(kind) for kind in types]
+    interval = int(backbone.get("full_attention_interval", 4))
+    return [
+        HF_FULL if (i + 1) % interval == 0 else HF_LINEAR for i in range(int(backbone["num_hidden_layers"]))
+    ]
+
 
 # Backbone fields SGLang reads from the top level of a config.
 _LIFTED = (
@@ -52,6 +70,13 @@ class PipoSGLangConfig(PretrainedConfig):
             data.setdefault("pad_token_id", self.pipo["pad_token_id"])
             data.setdefault("eos_token_id", list(self.pipo["eos_token_ids"]) or None)
             data.setdefault("torch_dtype", backbone.get("dtype") or backbone.get("torch_dtype") or "float32")
+            if backbone.get("model_type") in HYBRID_BACKBONES:
+                # SGLang's own Qwen3.5 layers run the backbone; its pools are sized from this text config
+                # (the backbone's layers plus the MTP layer as one more full-attention layer).
+                from pipo_agent.backends.sglang.hybrid_config import pool_config
+
+                data["text_config"] = pool_config(backbone)
+                data["language_model_only"] = True
         super().__init__(**data)
 
     def pipo_config(self) -> PipoConfig:
@@ -61,4 +86,5 @@ class PipoSGLangConfig(PretrainedConfig):
         out = super().to_dict()
         out.update(self.pipo)
         out.pop("pipo", None)
+        out.pop("text_config", None)
         return out

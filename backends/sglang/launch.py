@@ -15,9 +15,11 @@ are SGLang's own. What PIPO needs from SGLang is fixed here:
   `sgl_kernel` and `torchvision`) first on `PYTHONPATH`.
 """
 
+import hashlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,32 +61,55 @@ _SET_ENV = ("SGLANG_USE_CPU_ENGINE", "PYTHONPATH", "OMP_NUM_THREADS")
 
 
 def kv_bytes_per_token(model_dir: Path, dtype_bytes: int) -> int:
-    """K and V of one token slot in all of SGLang's pool layers (the backbone's plus the MTP layer)."""
+    """K and V of one token slot in all of SGLang's pool layers: the backbone's attention layers (a Qwen3.5
+    backbone's full-attention ones; its linear-attention layers keep a fixed-size state instead) and the MTP layer."""
     from pipo_agent.backends.model.checkpoint import load_config
+    from pipo_agent.backends.sglang.config import HF_FULL, HYBRID_BACKBONES, layer_types
 
     backbone = load_config(model_dir).backbone
     heads = int(backbone["num_attention_heads"])
     head_dim = int(backbone.get("head_dim") or int(backbone["hidden_size"]) // heads)
-    layers = int(backbone["num_hidden_layers"]) + 1
-    return 2 * layers * int(backbone["num_key_value_heads"]) * head_dim * dtype_bytes
+    layers = int(backbone["num_hidden_layers"])
+    if backbone.get("model_type") in HYBRID_BACKBONES:
+        layers = sum(kind == HF_FULL for kind in layer_types(backbone))
+    return 2 * (layers + 1) * int(backbone["num_key_value_heads"]) * head_dim * dtype_bytes
 
 
-def _check_checkpoint(model_dir: Path) -> None:
-    """The plugin serves checkpoints written by this project (`pipo_format` in `config.json`). A published PIPO
-    checkpoint names SGLang's own Qwen3.5 model, which would serve its backbone alone, autoregressively."""
-    from pipo_agent.backends.model.config import CONFIG_FORMAT
+def served_model_dir(model_dir: Path, overlay_root: Path | None = None) -> Path:
+    """The directory SGLang loads. A checkpoint written by pipo-agent is served as it is. A published PIPO
+    checkpoint (a Qwen3.5 config plus the PIPO fields, the published key layout) names SGLang's own Qwen3.5
+    model, which would serve its backbone alone, autoregressively: it is served through an overlay directory
+    holding our `config.json` for it and links to every other file (weights, tokenizer), so SGLang builds the PIPO
+    model and loads the published tensors through the same checked loader as `load_pipo`."""
+    from pipo_agent.backends.model.config import CONFIG_FORMAT, PipoConfig
+    from pipo_agent.backends.model.errors import ModelConfigError
 
     path = model_dir / "config.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SGLangLaunchError(f"cannot read the checkpoint config {path}: {exc}") from exc
-    if data.get("pipo_format") != CONFIG_FORMAT:
+    if data.get("pipo_format") == CONFIG_FORMAT:
+        return model_dir
+    try:
+        config = PipoConfig.from_json_dict(data)
+    except (ModelConfigError, ValueError) as exc:
         raise SGLangLaunchError(
-            f"{model_dir} is not a checkpoint written by pipo-agent (its config.json has no "
-            f"pipo_format={CONFIG_FORMAT!r}); published Qwen3.5 PIPO checkpoints are not served through SGLang "
-            "yet: load them with load_pipo and the reference decoder, or save them again with save_pipo"
-        )
+            f"{model_dir} is neither a pipo-agent nor a published PIPO checkpoint: {exc}"
+        ) from exc
+    source = model_dir.resolve()
+    root = overlay_root if overlay_root is not None else Path(tempfile.gettempdir()) / "pipo-agent-sglang"
+    overlay = root / hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    overlay.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if entry.name == "config.json":
+            continue
+        link = overlay / entry.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(entry)
+    (overlay / "config.json").write_text(json.dumps(config.to_json_dict(), indent=2, sort_keys=True) + "\n")
+    return overlay
 
 
 def build_launch(
@@ -109,8 +134,7 @@ def build_launch(
             "--task-tau is the embedded server's; with --engine sglang a request sets its own tau "
             'in custom_params ({"tau": 0.8}) or gets --tau'
         )
-    model_dir = config.model_dir if config.model_dir is not None else default_model_dir()
-    _check_checkpoint(model_dir)
+    model_dir = served_model_dir(config.model_dir if config.model_dir is not None else default_model_dir())
     cpu = config.device == "cpu"
     dtype_bytes = 4  # float32 on the CPU; on a GPU "auto" keeps the checkpoint's float32 too
     max_tokens = max(64, config.kv_cache_bytes // kv_bytes_per_token(model_dir, dtype_bytes))

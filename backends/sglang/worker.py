@@ -144,6 +144,12 @@ class PipoWorker(BaseSpecWorker):
     def _runner(self) -> PipoRunner:
         """Built at the first step: SGLang creates the attention backend after the memory pools."""
         if self.runner is None:
+            hybrid = getattr(self.model_runner.model, "hybrid", None)
+            if hybrid is not None:  # SGLang's own Qwen3.5 layers over a pair-space forward batch
+                from pipo_agent.backends.sglang.hybrid import HybridPipoRunner
+
+                self.runner = HybridPipoRunner(self.model, hybrid, self.model_runner)
+                return self.runner
             layers = int(self.model.backbone.config.num_hidden_layers)
             kv = PairSlotAttention.kv_view(self.model_runner.token_to_kv_pool, layers)
             backend = getattr(self.model_runner, "attn_backend", None)
@@ -288,6 +294,9 @@ class PipoWorker(BaseSpecWorker):
             next_token_ids=tuple(lookahead),
         )
         states = [state for _, state, _ in work]
+        bind = getattr(runner, "bind", None)
+        if bind is not None:
+            bind(batch, [i for i, _, _ in work])
         steps = runner.execute(scheduled, states)  # type: ignore[arg-type]
         out: dict[int, DecodeStep] = {}
         for (i, state, hi), step in zip(work, steps, strict=True):

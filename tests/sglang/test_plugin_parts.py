@@ -23,7 +23,13 @@ from pipo_agent.backends.sglang import (
     stats_from_kinds,
 )
 from pipo_agent.backends.sglang.config import PipoSGLangConfig
-from pipo_agent.backends.sglang.launch import CPU_SHIMS, SGLangLaunchError, build_launch, kv_bytes_per_token
+from pipo_agent.backends.sglang.launch import (
+    CPU_SHIMS,
+    SGLangLaunchError,
+    build_launch,
+    kv_bytes_per_token,
+    served_model_dir,
+)
 from pipo_agent.backends.sglang.model import PipoForSGLang
 from pipo_agent.backends.sglang.plugin import SGLangVersionError, check_sglang_version
 from pipo_agent.server.config import ServerConfig
@@ -109,12 +115,55 @@ def test_launch_plan_on_a_gpu_hides_the_key_and_refuses_what_sglang_cannot_serve
         build_launch(ServerConfig.build(engine="sglang", task_taus={"strings": 0.5}))
 
 
-def test_launch_refuses_a_checkpoint_sglang_would_serve_as_its_backbone_alone(tmp_path: Path) -> None:
-    published = json.loads((MODEL_DIR / "config.json").read_text())["backbone"]
-    published |= {"model_type": "qwen3_5_text", "architectures": ["Qwen3_5ForCausalLM"], "pad_token_id": 0}
-    (tmp_path / "config.json").write_text(json.dumps(published))
-    with pytest.raises(SGLangLaunchError, match="not a checkpoint written by pipo-agent"):
-        build_launch(ServerConfig.build(engine="sglang", model_dir=tmp_path))
+def test_a_published_checkpoint_is_served_through_an_overlay_holding_our_config(tmp_path: Path) -> None:
+    """SGLang would serve a published PIPO checkpoint's Qwen3.5 backbone alone: the launcher points it at an
+    overlay directory with our config for it and links to the published files."""
+    from pipo_agent.backends.model.config import CONFIG_FORMAT
+
+    published_dir = tmp_path / "published"
+    published_dir.mkdir()
+    text = {
+        "model_type": "qwen3_5_text",
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "full_attention_interval": 2,
+    }
+    published = {
+        "architectures": ["Qwen3_5ForConditionalGeneration"],
+        "model_type": "qwen3_5",
+        "text_config": text,
+    }
+    (published_dir / "config.json").write_text(json.dumps(published | {"pad_token_id": 7, "eos_token_id": 9}))
+    (published_dir / "model-00001-of-00001.safetensors").write_bytes(b"weights")
+    (published_dir / "tokenizer.json").write_text("{}")
+    root = tmp_path / "overlays"
+    overlay = served_model_dir(published_dir, root)
+    assert overlay.parent == root and overlay != published_dir
+    config = json.loads((overlay / "config.json").read_text())
+    assert (
+        config["pipo_format"] == CONFIG_FORMAT
+        and config["pad_token_id"] == 7
+        and config["eos_token_ids"] == [9]
+    )
+    assert config["backbone"]["model_type"] == "qwen3_5_text"
+    for name in ("model-00001-of-00001.safetensors", "tokenizer.json"):
+        assert (overlay / name).is_symlink() and (overlay / name).resolve() == (
+            published_dir / name
+        ).resolve()
+    assert served_model_dir(published_dir, root) == overlay  # the same overlay again, rewritten
+    # K/V per token: the 2 full-attention layers and the MTP layer; the linear-attention layers keep states.
+    assert kv_bytes_per_token(overlay, 4) == 2 * 3 * 2 * 16 * 4
+    assert served_model_dir(MODEL_DIR, root) == MODEL_DIR  # ours is served as it is
+    (published_dir / "config.json").write_text(json.dumps(published))  # no pad_token_id
+    with pytest.raises(
+        SGLangLaunchError, match=r"neither a pipo-agent nor a published PIPO checkpoint.*pad_token_id"
+    ):
+        build_launch(ServerConfig.build(engine="sglang", model_dir=published_dir))
 
 
 def test_version_check() -> None:
