@@ -57,7 +57,7 @@ class SGLangLaunch:
         return {"argv": argv, "env": {k: v for k, v in self.env.items() if k in _SET_ENV}}
 
 
-_SET_ENV = ("SGLANG_USE_CPU_ENGINE", "PYTHONPATH", "OMP_NUM_THREADS")
+_SET_ENV = ("SGLANG_USE_CPU_ENGINE", "SGLANG_MAMBA_CONV_DTYPE", "PYTHONPATH", "OMP_NUM_THREADS")
 
 
 def kv_bytes_per_token(model_dir: Path, dtype_bytes: int) -> int:
@@ -191,6 +191,9 @@ def build_launch(
         ]
     argv += list(extra_args)
     env = dict(os.environ if environ is None else environ)
+    # SGLang keeps linear-attention convolution states in bfloat16 unless told otherwise; a Qwen3.5 PIPO
+    # backbone's states stay in float32 like its weights, so decoding computes what the reference decoder does.
+    env.setdefault("SGLANG_MAMBA_CONV_DTYPE", "float32")
     if cpu:
         env["SGLANG_USE_CPU_ENGINE"] = "1"
         path = env.get("PYTHONPATH", "")

@@ -188,6 +188,10 @@ class PipoWorker(BaseSpecWorker):
     def _extend(self, batch: ScheduleBatch) -> GenerationBatchResult:
         """Prefill, possibly one chunk of it; a re-admitted (retracted) request recomputes its whole history."""
         bs = len(batch.reqs)
+        if getattr(self.model_runner.model, "hybrid", None) is not None:
+            # The linear-attention state slots SGLang just gave requests are zeroed (or copied) before the
+            # forward, as SGLang's own forward does; this step's pair-space forward batch is built after it.
+            self.model_runner._maybe_execute_deferred_mamba_cow_and_clear(batch)
         work: list[tuple[int, PipoRequestState, int]] = []
         refused: list[int] = []
         for i, req in enumerate(batch.reqs):
