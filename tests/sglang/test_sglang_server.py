@@ -427,3 +427,107 @@ def test_seeded_sampling_equals_the_embedded_engine(
     for got, want in zip(served, expected, strict=True):
         assert got == _expected_ids(want)
     assert len({tuple(g) for g in served}) == len(served)  # the settings and prompts give different samples
+
+
+def test_published_qwen35_checkpoint_through_sglangs_own_qwen35_layers(
+    tmp_path: Path, embedded: tuple[LLMEngine, Any]
+) -> None:
+    """A tiny random Qwen3.5 PIPO checkpoint (Gated-DeltaNet and gated full-attention layers) in the published
+    layout: a Qwen3.5 `config.json` with the PIPO fields, `model.language_model.*` / `mtp.*` keys and a vision
+    tower to ignore. `serve --engine sglang` serves it through an overlay config; the backbone and the MTP layer
+    run as SGLang's own Qwen3.5 modules over its linear-attention state pool, on the CPU stand-in ops. Under a
+    small KV pool (SGLang retracts requests) and 64-token prefill chunks (linear-attention states carried across
+    chunks), greedy output equals the reference decoder's over 150 tokens, with the same drafts committed."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pipo_agent.backends.checkpoints import default_model_dir
+    from pipo_agent.backends.decode.reference import PipoReferenceDecoder
+    from pipo_agent.backends.model import PipoConfig, PipoModel, load_pipo, save_pipo
+
+    _, tokenizer = embedded
+    torch.manual_seed(7)
+    text = {
+        "model_type": "qwen3_5_text",
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "num_hidden_layers": 4,
+        "layer_types": ["linear_attention", "full_attention", "linear_attention", "full_attention"],
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "linear_key_head_dim": 16,
+        "linear_value_head_dim": 16,
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": True,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000000.0,
+            "partial_rotary_factor": 0.25,
+            "mrope_section": [1, 1, 0],
+            "mrope_interleaved": True,
+        },
+    }
+    model = PipoModel(PipoConfig(backbone=text, pad_token_id=0, eos_token_ids=(1, 3))).eval()
+    with torch.no_grad():  # large random weights: peaked logits, so float noise cannot flip an argmax
+        generator = torch.Generator().manual_seed(7)
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    directory = save_pipo(model, tmp_path / "published")
+    weights = load_file(str(directory / "model.safetensors"))
+    assert any(k.startswith("model.language_model.layers.0.linear_attn.") for k in weights)
+    weights["model.visual.patch_embed.proj.weight"] = torch.zeros(4, 4)
+    save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    published = {
+        "architectures": ["Qwen3_5ForConditionalGeneration"],
+        "model_type": "qwen3_5",
+        "text_config": text,
+        "vision_config": {
+            "model_type": "qwen3_5_vision",
+            "depth": 1,
+            "hidden_size": 16,
+            "out_hidden_size": 64,
+        },
+        "tie_word_embeddings": True,
+        "compressor_type": "mlp",
+        "pad_token_id": 0,
+        "eos_token_id": [1, 3],
+    }
+    (directory / "config.json").write_text(json.dumps(published))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(default_model_dir() / name, directory / name)
+
+    reference = PipoReferenceDecoder(load_pipo(directory))
+    prompts = [[(7 * i + 3 * j) % 500 + 10 for j in range(30 + i)] for i in range(8)]
+    prompts.append([(3 * j) % 700 + 30 for j in range(151)])  # odd, and 3 prefill chunks
+    cases = [(ids, (0.9, -1.0, 1.0, 0.5)[i % 4]) for i, ids in enumerate(prompts)]
+    expected = [reference.generate(ids, SamplingParams(max_new_tokens=150, tau=tau)) for ids, tau in cases]
+    extra = (
+        "--sglang-arg=--max-total-tokens=700",
+        "--sglang-arg=--schedule-conservativeness=0.02",
+        "--sglang-arg=--chunked-prefill-size=64",
+    )
+    body = {
+        "input_ids": [ids for ids, _ in cases],
+        "sampling_params": [
+            {"temperature": 0, "max_new_tokens": 150, "custom_params": {"tau": tau}} for _, tau in cases
+        ],
+    }
+    with serving(tmp_path / "server.log", "--model", str(directory), "--kv-cache-mb", "8", *extra) as live:
+        response = httpx.post(f"{live.url}/generate", json=body, timeout=600)
+        log = live.log.read_text()
+    assert response.status_code == 200, response.text
+    assert "#mamba_num_gained" in log  # SGLang retracted requests holding linear-attention (mamba) state slots
+    served = response.json()
+    assert sum(got["meta_info"]["num_retractions"] for got in served) > 0
+    for (ids, tau), got, want in zip(cases, served, expected, strict=True):
+        assert got["output_ids"] == _expected_ids(want), (len(ids), tau)
+        stats = stats_from_kinds(got["meta_info"][TOKEN_KIND_KEY])
+        assert stats["drafts_committed"] == want.stats.drafts_committed, (len(ids), tau)
+        assert stats["steps"] == want.stats.steps
+    assert any(want.stats.drafts_committed for want in expected)
