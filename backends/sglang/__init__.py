@@ -6,14 +6,16 @@ the scheduler with continuous batching, the request-to-slot table and the KV poo
 - `config.py`   a `transformers` config for `model_type: "pipo"`, so SGLang reads our `config.json`;
 - `model.py`    the model class SGLang builds and loads (our checkpoints and the published key layout);
 - `attention.py` the pair-slot attention backend, registered as `pipo` (our Triton kernels on GPU, torch on CPU);
+- `hybrid.py`   Qwen3.5 backbones: SGLang's own Qwen3.5 layers (Gated-DeltaNet + gated attention) run the
+                backbone and the MTP layer over a pair-space forward batch (`hybrid_config.py`: their configs);
 - `worker.py`   the `PIPO` decoding algorithm: phase 1 backbone -> token1, phase 2 MTP + confidence -> token2
                 or PAD, no verify pass, per-request tau from `custom_params`, PIPO stats in `meta_info`;
 - `plugin.py`   the entry point that registers all of the above, after checking the SGLang version;
 - `launch.py`   `pipo-agent serve --engine sglang`: the server arguments PIPO needs, and the CPU stand-ins
                 in `cpu_shims/` (`sgl_kernel`, `torchvision`) on a machine without a GPU.
 
-Nothing here imports SGLang at import time except `plugin.py`'s `register`, `worker.py` and `attention.py`,
-which only run inside an SGLang process.
+Nothing here imports SGLang at import time except `plugin.py`'s `register`, `worker.py`, `attention.py`,
+`hybrid.py` and `hybrid_config.py`, which only run inside an SGLang process.
 """
 
 SGLANG_VERSION = (

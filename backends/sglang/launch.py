@@ -12,7 +12,9 @@ are SGLang's own. What PIPO needs from SGLang is fixed here:
   `custom_params: {"tau": x}`;
 - no CUDA graphs: the worker drives the model itself, outside SGLang's graph runner;
 - on the CPU: `SGLANG_USE_CPU_ENGINE=1`, float32, and the `cpu_shims` folder (the stand-in
-  `sgl_kernel` and `torchvision`) first on `PYTHONPATH`.
+  `sgl_kernel` and `torchvision`) first on `PYTHONPATH`;
+- float32 linear-attention convolution states (SGLang's default is bfloat16), for Qwen3.5 backbones;
+- a published PIPO checkpoint is served through an overlay directory holding our `config.json` for it.
 """
 
 import hashlib

@@ -522,7 +522,9 @@ def test_published_qwen35_checkpoint_through_sglangs_own_qwen35_layers(
         response = httpx.post(f"{live.url}/generate", json=body, timeout=600)
         log = live.log.read_text()
     assert response.status_code == 200, response.text
-    assert "#mamba_num_gained" in log  # SGLang retracted requests holding linear-attention (mamba) state slots
+    assert (
+        "#mamba_num_gained" in log
+    )  # SGLang retracted requests holding linear-attention (mamba) state slots
     served = response.json()
     assert sum(got["meta_info"]["num_retractions"] for got in served) > 0
     for (ids, tau), got, want in zip(cases, served, expected, strict=True):

@@ -1,11 +1,21 @@
-"""A pure-torch `sgl_kernel` for CPU-only machines: the two ops SGLang's CPU path calls, and nothing more.
+"""A pure-torch `sgl_kernel` for CPU-only machines: the ops SGLang's CPU path calls for the models we serve.
 
 The `sglang-kernel` wheel on PyPI carries only CUDA builds, so on a machine without a GPU `import sgl_kernel`
 would either fail or load libraries that need libcuda. `pipo-agent serve --engine sglang` puts the folder
-holding this package first on the server's `PYTHONPATH` when it runs on the CPU. Any other op is a callable
-that raises `NotImplementedError` naming the op: the CPU server never reaches them, and if a future SGLang does,
-the error says exactly which op is missing. Submodules (`sgl_kernel.scalar_type`, ...) do not exist, and SGLang
-falls back where it imports them.
+holding this package first on the server's `PYTHONPATH` when it runs on the CPU. It provides:
+
+- the module functions SGLang imports from `sgl_kernel`: `assign_req_to_token_pool_cpu`,
+  `copy_all_layer_kv_cache_cpu` (here), and, for the linear attention of Qwen3.5 (Gated DeltaNet),
+  `sgl_kernel.mamba.causal_conv1d_fn_cpu`, `causal_conv1d_update_cpu` and `chunk_gated_delta_rule_cpu`;
+- the `torch.ops.sgl_kernel` ops Qwen3.5's layers call on the CPU, registered with torch on import (`_library`):
+  the output gate, the Gemma q/k norms, the GDN input split, gates, decode step and gated norm;
+- one switch (`_sglang_gates`): SGLang takes its CPU gated norm only on CPUs with AMX, a Triton kernel elsewhere.
+
+Any other module attribute is a callable that raises `NotImplementedError` naming the op, and other
+`torch.ops.sgl_kernel` names do not exist: the CPU server never reaches them, and if a future SGLang does, the
+error says which op is missing. No AMX op is provided: without `convert_weight_packed` SGLang never packs
+weights nor takes its AMX paths (`fused_input_proj_cpu`, the AMX norms, rotary and activations). Other
+submodules (`sgl_kernel.scalar_type`, ...) do not exist, and SGLang falls back where it imports them.
 """
 
 import ctypes
@@ -14,9 +24,16 @@ from typing import Any
 
 import torch
 
+from . import _library, _sglang_gates, mamba
+
 __version__ = "0.0.0+pipo-agent-cpu"
 
-IMPLEMENTED = ("assign_req_to_token_pool_cpu", "copy_all_layer_kv_cache_cpu")
+IMPLEMENTED = (
+    "assign_req_to_token_pool_cpu",
+    "copy_all_layer_kv_cache_cpu",
+    *(f"mamba.{name}" for name in mamba.__all__),
+    *(f"torch.ops.sgl_kernel.{name}" for name in _library.SCHEMAS),
+)
 
 
 def assign_req_to_token_pool_cpu(
@@ -72,3 +89,7 @@ def __getattr__(name: str) -> Any:
     if name.startswith("__"):
         raise AttributeError(name)
     return _missing(name)
+
+
+_library.register()
+_sglang_gates.install()
