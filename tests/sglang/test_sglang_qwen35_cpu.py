@@ -14,9 +14,6 @@ tokens make prompts longer than the GDN chunk (64) run both several chunks in on
 """
 
 import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,13 +23,9 @@ import pytest
 import torch
 
 from pipo_agent.backends.sglang.launch import CPU_SHIMS
+from tests.sglang.conftest import NEEDS_SGLANG, SGLANG_PYTHON, server_process
 
-SGLANG_PYTHON = os.environ.get("PIPO_TEST_SGLANG_PYTHON")
-pytestmark = pytest.mark.skipif(
-    not SGLANG_PYTHON,
-    reason="PIPO_TEST_SGLANG_PYTHON is not set: no SGLang environment here "
-    "(scripts/install_sglang_cpu.sh makes one; .ci/run sets the variable)",
-)
+pytestmark = NEEDS_SGLANG
 
 VOCAB = 384
 MAX_NEW = 16
@@ -110,11 +103,7 @@ def _greedy(model: Any, ids: list[int], max_new: int = MAX_NEW) -> list[int]:
 @pytest.fixture(scope="module")
 def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert SGLANG_PYTHON is not None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
     command = [SGLANG_PYTHON, "-m", "sglang.launch_server", "--model-path", str(checkpoint)]
-    command += ["--host", "127.0.0.1", "--port", str(port), *SERVER_FLAGS]
     env = {
         **os.environ,
         "SGLANG_USE_CPU_ENGINE": "1",
@@ -125,30 +114,10 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "SGLANG_MAMBA_CONV_DTYPE": "float32",
     }
     log = tmp_path_factory.mktemp("qwen35-server") / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the SGLang server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the SGLang server did not come up in 300 s:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
+    with server_process(
+        lambda port: [*command, "--host", "127.0.0.1", "--port", str(port), *SERVER_FLAGS], log, env
+    ) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _generate(url: str, prompts: list[list[int]], max_new: int = MAX_NEW) -> list[dict[str, Any]]:

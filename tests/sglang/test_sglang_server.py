@@ -8,9 +8,6 @@ token, for prompts of odd and even length and for tau < 0, in between, and >= 1,
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,13 +22,9 @@ from pipo_agent.backends.engine.llm_engine import LLMEngine, load_engine
 from pipo_agent.backends.sglang import TOKEN1_NO_DRAFT, TOKEN_KIND_KEY, stats_from_kinds
 from pipo_agent.chat_format import render_prompt
 from pipo_agent.messages import UserMessage
+from tests.sglang.conftest import NEEDS_SGLANG, SGLANG_PYTHON, server_process
 
-SGLANG_PYTHON = os.environ.get("PIPO_TEST_SGLANG_PYTHON")
-pytestmark = pytest.mark.skipif(
-    not SGLANG_PYTHON,
-    reason="PIPO_TEST_SGLANG_PYTHON is not set: no SGLang environment here "
-    "(scripts/install_sglang_cpu.sh makes one; .ci/run sets the variable)",
-)
+pytestmark = NEEDS_SGLANG
 
 MODEL = "pipo-default"
 # On a GPU machine, PIPO_TEST_SGLANG_DEVICE=cuda serves through the Triton kernels; the oracle stays on the CPU.
@@ -56,36 +49,14 @@ class Live:
 def serving(log: Path, *extra: str) -> Iterator[Live]:
     """`pipo-agent serve --engine sglang` from the SGLang environment, on a free loopback port, until the block ends."""
     assert SGLANG_PYTHON is not None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    command = [str(Path(SGLANG_PYTHON).parent / "pipo-agent"), "serve", "--engine", "sglang"]
-    command += ["--port", str(port), "--threads", "1", "--tau", "0.9", "--log-level", "warning"]
-    command += ["--device", DEVICE, *extra]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the SGLang server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the SGLang server did not come up in 300 s:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
+    serve = [str(Path(SGLANG_PYTHON).parent / "pipo-agent"), "serve", "--engine", "sglang"]
+
+    def command(port: int) -> list[str]:
+        options = ["--port", str(port), "--threads", "1", "--tau", "0.9", "--log-level", "warning"]
+        return [*serve, *options, "--device", DEVICE, *extra]
+
+    with server_process(command, log) as url:
         yield Live(url, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
