@@ -18,7 +18,7 @@ per pair like the backbone's.
 """
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -78,12 +78,6 @@ def mtp_body(backbone: dict[str, Any]) -> nn.Module:
     return cls(config, None, prefix="mtp")
 
 
-def _strip(prefix: str, named: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
-    for name, tensor in named:
-        if name.startswith(prefix):
-            yield name[len(prefix) :], tensor
-
-
 class HybridLayers(nn.Module):
     """SGLang's Qwen3.5 backbone body and MTP body, with the `PipoModel`'s weights."""
 
@@ -124,11 +118,14 @@ class HybridPipoRunner(PipoRunner):
     the MTP layer (its K/V is written for all of them; only phase-2 requests draft)."""
 
     def __init__(self, model: PipoModel, layers: HybridLayers, model_runner: Any) -> None:
+        full = getattr(model_runner.attn_backend, "full_attn_backend", None)
+        if not isinstance(full, PairSlotAttention):
+            raise RuntimeError(f"the PIPO worker needs --attention-backend {ATTENTION_BACKEND}")
         self.layers = layers
         self.model_runner = model_runner
+        self.needs_torch_metadata = full.needs_torch_metadata
         self.schedule_batch: ScheduleBatch | None = None
         self.batch_rows: list[int] = []
-        self.forward_batch: ForwardBatch | None = None
         super().__init__(model, None, None, block_size=1)  # type: ignore[arg-type]
 
     def bind(self, batch: ScheduleBatch, rows: list[int]) -> None:
@@ -197,18 +194,24 @@ class HybridPipoRunner(PipoRunner):
         pairs.decoding_reqs = None
         pairs.input_embeds = None
         pairs.spec_info = None
-        for field in ("mamba_track_indices", "mamba_track_mask", "mamba_track_seqlens"):
-            setattr(pairs, field, None)
-        for field in ("mamba_prefill_track_mask_cpu", "mamba_track_seqlens_cpu"):
-            setattr(pairs, field, None)
+        for field in (
+            "mamba_track_indices",
+            "mamba_track_mask",
+            "mamba_track_seqlens",
+            "mamba_prefill_track_mask_cpu",
+            "mamba_track_seqlens_cpu",
+        ):
+            setattr(pairs, field, None)  # no radix cache: no states to snapshot
         runner = self.model_runner
         fb = ForwardBatch.init_new(pairs, runner, return_hidden_states_before_norm=False)
-        full = getattr(runner.attn_backend, "full_attn_backend", None)
-        if not isinstance(full, PairSlotAttention):
-            raise RuntimeError(f"the PIPO worker needs --attention-backend {ATTENTION_BACKEND}")
-        tables = [tuple(table) for table in batch.block_tables]
         meta = build_metadata(
-            list(batch.slot_mapping), tables, new, total, 1, self.device, torch_path=full.needs_torch_metadata
+            list(batch.slot_mapping),
+            list(batch.block_tables),
+            new,
+            total,
+            1,
+            self.device,
+            torch_path=self.needs_torch_metadata,
         )
         setattr(fb, META_FIELD, meta)
         with forward_context(ForwardContext(attn_backend=runner.attn_backend), forward_batch=fb):
