@@ -6,9 +6,12 @@ A pipeline config can be written as a JSON file and every field overridden from 
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from pipo_agent.tasks import TaskMix
 
 
 class _Frozen(BaseModel):
@@ -32,12 +35,47 @@ class DataConfig(_Frozen):
     opd_tasks: int = Field(400, ge=1)
     heldout_per_family: int = Field(50, ge=1)
     families: tuple[str, ...] = ("arithmetic", "conversion", "strings")
+    # Relative weights of `families` in the training mixture; None keeps the default weights
+    # (pipo_agent.tasks.DEFAULT_FAMILY_WEIGHTS) of the listed families.
+    family_weights: dict[str, float] | None = None
     max_tokens: int = Field(
         2048, ge=64, description="conversations longer than this are left out of training"
     )
     train_seed: int = 1
     heldout_seed: int = 20_261_125
     vocab_size: int = Field(1024, ge=266, description="byte-level BPE needs 256 bytes + 10 special tokens")
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from pipo_agent.tasks import family_names
+
+        unknown = sorted(set(value) - set(family_names()))
+        if not value or unknown:
+            raise ValueError(f"unknown or no families {unknown}; valid: {', '.join(family_names())}")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_of_listed_families(self) -> "DataConfig":
+        if self.family_weights is not None:
+            extra = sorted(set(self.family_weights) - set(self.families))
+            if (
+                extra
+                or any(w < 0 for w in self.family_weights.values())
+                or not any(self.family_weights.values())
+            ):
+                raise ValueError(
+                    f"family_weights must be non-negative, not all zero, and name only the listed families "
+                    f"{list(self.families)}; got {self.family_weights}"
+                )
+        return self
+
+    def task_mix(self) -> "TaskMix":
+        from pipo_agent.tasks import TaskMix
+        from pipo_agent.tasks.mixture import DEFAULT_FAMILY_WEIGHTS
+
+        weights = self.family_weights or {f: DEFAULT_FAMILY_WEIGHTS.get(f, 1.0) for f in self.families}
+        return TaskMix(family_weights={f: weights.get(f, 0.0) for f in self.families})
 
 
 class TeacherConfig(_Frozen):
@@ -79,6 +117,12 @@ class SFTConfig(_Frozen):
     lora: LoraSettings | None = None  # None: full fine-tune of backbone and MTP layer
     # A PIPO checkpoint to continue from instead of a student freshly made from the teacher (same backbone).
     init_from: str | None = None
+    # A PIPO checkpoint whose confidence head (of the pipeline's `ablation_head` kind) starts the ablation
+    # head when continuing with `init_from`; None starts it fresh.
+    init_ablation_from: str | None = None
+    # Loss weight of targets whose token text holds a digit (1: a plain token mean). The tiny models'
+    # errors are mostly a wrong digit copied inside long digit-by-digit traces.
+    digit_weight: float = Field(1.0, ge=1.0)
     optim: OptimConfig = OptimConfig(lr=1e-3, max_steps=800, token_budget=4096, save_every=100)
 
 

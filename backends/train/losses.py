@@ -89,16 +89,24 @@ def sft_losses(
     lambda_conf: float = 1.0,
     generator: torch.Generator | None = None,
     extra_heads: Sequence[torch.nn.Module] = (),
+    token_weights: torch.Tensor | None = None,
 ) -> LossParts:
-    """L_bb + λ_mtp L_mtp + λ_conf L_conf (+ λ_conf per extra head trained alongside, on detached inputs)."""
+    """L_bb + λ_mtp L_mtp + λ_conf L_conf (+ λ_conf per extra head trained alongside, on detached inputs).
+
+    With `token_weights` (`[V]`), L_bb and L_mtp are means weighted by each target's weight; the
+    confidence losses stay plain means."""
     y_bb, y_mtp = targets(labels)
     bb, bb_valid = ce(out.logits1, y_bb)
     mtp, mtp_valid = ce(out.logits2, y_mtp)
+    bb_w, mtp_w = bb_valid, mtp_valid
+    if token_weights is not None:
+        bb_w = bb_valid * token_weights[y_bb.clamp(min=0)]
+        mtp_w = mtp_valid * token_weights[y_mtp.clamp(min=0)]
     confs = []
     for head in (model.confidence_head, *extra_heads):
         draft, target = sft_conf_target(head, out.logits2, y_mtp, generator)
         confs.append(conf_loss(model, out, draft, target, mtp_valid, head=head))
-    l_bb, l_mtp = masked_mean(bb, bb_valid), masked_mean(mtp, mtp_valid)
+    l_bb, l_mtp = masked_mean(bb, bb_w), masked_mean(mtp, mtp_w)
     return LossParts(
         total=l_bb + lambda_mtp * l_mtp + lambda_conf * sum(confs, l_bb.new_zeros(())),
         backbone=l_bb.detach(),

@@ -24,15 +24,17 @@ from pipo_agent.backends.train.opd import train_opd
 from pipo_agent.backends.train.sft import student_from_teacher, train_sft
 from pipo_agent.backends.train.teacher import train_teacher
 from pipo_agent.backends.train.tokenizer import build_tokenizer, save_tokenizer
-from pipo_agent.tasks import generate_mixture, render_chat, solve
+from pipo_agent.tasks import TaskMix, generate_mixture, render_chat, solve
 
 logger = logging.getLogger(__name__)
 
 
-def _conversations(n: int, seed: int) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Gold conversations of `n` tasks from the default family/difficulty mixture."""
+def _conversations(
+    n: int, seed: int, mix: TaskMix | None = None
+) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Gold conversations of `n` tasks from `mix` (the default family/difficulty mixture when None)."""
     out = []
-    for task in generate_mixture(n, seed=seed):
+    for task in generate_mixture(n, seed=seed, mix=mix):
         trajectory = solve(task)
         out.append(([dict(m) for m in trajectory.messages], [dict(t) for t in trajectory.tools]))
     return out
@@ -60,6 +62,28 @@ def _finish(manifest: dict[str, Any], out: Path, t0: float) -> dict[str, Any]:
     return manifest
 
 
+def _ablation_head(path: str, kind: str) -> torch.nn.Module:
+    source = load_pipo(path)
+    if source.config.confidence_head != kind:
+        raise ValueError(
+            f"sft.init_ablation_from={path} has a {source.config.confidence_head!r} confidence head; "
+            f"the ablation head is {kind!r}"
+        )
+    head: torch.nn.Module = source.confidence_head
+    return head
+
+
+def digit_weights(tok: PreTrainedTokenizerBase, vocab_size: int, weight: float) -> torch.Tensor | None:
+    """`[vocab_size]` loss weights: `weight` for tokens whose text holds a digit, 1 elsewhere (None if 1)."""
+    if weight == 1.0:
+        return None
+    out = torch.ones(vocab_size)
+    for token_id in range(min(vocab_size, len(tok))):
+        if any(ch.isdigit() for ch in tok.decode([token_id])):
+            out[token_id] = weight
+    return out
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     if cfg.device.startswith("cuda"):
@@ -73,7 +97,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     manifest: dict[str, Any] = {"stages": {}}
     t0 = time.time()
 
-    convs = _conversations(cfg.data.train_tasks, cfg.data.train_seed)
+    convs = _conversations(cfg.data.train_tasks, cfg.data.train_seed, cfg.data.task_mix())
     tok = _tokenizer(cfg, convs, out)
     pad, eos = int(tok.pad_token_id), int(tok.eos_token_id)
     eos_ids = tuple(sorted({eos, int(tok.convert_tokens_to_ids("<|endoftext|>"))}))
@@ -118,7 +142,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         else:
             student = student_from_teacher(cfg.sft, teacher, pad, eos_ids)
         extra = [build_confidence_head(ablation, student.config.hidden_size)] if ablation else []
-        student = train_sft(cfg.sft, student, turns, sft_dir, extra, cfg.device)
+        if ablation and cfg.sft.init_ablation_from:
+            extra = [_ablation_head(cfg.sft.init_ablation_from, ablation)]
+            manifest["sft_init_ablation_from"] = cfg.sft.init_ablation_from
+        weights = digit_weights(tok, student.config.backbone["vocab_size"], cfg.sft.digit_weight)
+        student = train_sft(cfg.sft, student, turns, sft_dir, extra, cfg.device, weights)
     manifest["stages"]["sft"] = round(time.time() - stage_t, 1)
     if cfg.stop_after == "sft":
         return _finish(manifest, out, t0)
@@ -128,7 +156,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if (opd_dir / "final" / "config.json").is_file():
         student = load_pipo(opd_dir / "final")
     else:
-        opd_convs = _conversations(cfg.data.opd_tasks, cfg.data.train_seed + 1)
+        opd_convs = _conversations(cfg.data.opd_tasks, cfg.data.train_seed + 1, cfg.data.task_mix())
         prompts = [
             turn.prompt_ids
             for turn in batch_turns(tok, opd_convs)

@@ -58,9 +58,11 @@ def train_sft(
     work_dir: str | Path,
     extra_heads: Sequence[nn.Module] = (),
     device: str | torch.device = "cpu",
+    token_weights: torch.Tensor | None = None,
 ) -> PipoModel:
     """SFT of `model`; `extra_heads` (other confidence-head variants) learn alongside on detached
-    inputs — they do not change the model — and are saved as `final-<variant>` checkpoints."""
+    inputs — they do not change the model — and are saved as `final-<variant>` checkpoints.
+    `token_weights` (`[V]`) weights the backbone and MTP losses by target token."""
     work = Path(work_dir)
     pad = model.config.pad_token_id
     if cfg.lora is not None:
@@ -73,6 +75,7 @@ def train_sft(
     for head in extra_heads:
         head.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.optim.seed)
+    weights = None if token_weights is None else token_weights.to(device)
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rng = random.Random(cfg.optim.seed * 7919 + step)
@@ -83,7 +86,9 @@ def train_sft(
             seqs.append((sample.input_ids, sample.labels))
         ids, labels = collate(seqs, pad, multiple=PAIR)
         ids, labels = ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        parts = sft_losses(model, model(ids), labels, cfg.lambda_mtp, cfg.lambda_conf, gen, extra_heads)
+        parts = sft_losses(
+            model, model(ids), labels, cfg.lambda_mtp, cfg.lambda_conf, gen, extra_heads, weights
+        )
         metrics = {"bb": float(parts.backbone), "mtp": float(parts.mtp), "conf": float(parts.conf)}
         metrics.update(
             {f"conf_{head_name(h)}": float(c) for h, c in zip(extra_heads, parts.extra_conf, strict=True)}

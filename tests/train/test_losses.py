@@ -392,3 +392,27 @@ def test_one_opd_step_on_a_fixed_teacher_lowers_the_kl(pipo: Callable[..., PipoM
                 p -= 0.05 * p.grad
         after = opd_losses(model, model(ids), teacher, labels, ids, PAD, lambda_conf=0.0)
     assert after.backbone < before.backbone and after.mtp < before.mtp
+
+
+def test_token_weights_weight_the_backbone_and_mtp_means_by_target(pipo: Callable[..., PipoModel]) -> None:
+    model = pipo()
+    ids, labels = _sft_batch()
+    y_bb, y_mtp = targets(labels)
+    heavy = int(y_bb[y_bb != IGNORE_INDEX][0])  # the first backbone target
+    weights = torch.ones(V)
+    weights[heavy] = 4.0
+    with torch.no_grad():
+        out = model(ids)
+        plain = sft_losses(model, out, labels)
+        same = sft_losses(model, out, labels, token_weights=torch.ones(V))
+        weighted = sft_losses(model, out, labels, token_weights=weights)
+    torch.testing.assert_close(same.total, plain.total)
+    for logits, y, got in ((out.logits1, y_bb, weighted.backbone), (out.logits2, y_mtp, weighted.mtp)):
+        num, den = torch.zeros((), dtype=torch.float64), 0.0
+        for b, j in (y != IGNORE_INDEX).nonzero().tolist():
+            w = float(weights[int(y[b, j])])
+            num += w * -torch.log_softmax(logits[b, j].double(), -1)[int(y[b, j])]
+            den += w
+        torch.testing.assert_close(got.double(), num / den, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(weighted.backbone, plain.backbone)
+    torch.testing.assert_close(weighted.conf, plain.conf)  # confidence losses stay plain means

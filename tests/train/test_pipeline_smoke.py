@@ -191,3 +191,71 @@ def test_train_stage_commands_stop_after_their_stage(tmp_path: Path, stage: str)
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stopped_after"] == stage
+
+
+def test_family_weights_pick_the_training_mixture_and_are_checked() -> None:
+    from pipo_agent.tasks import TaskMix, generate_mixture
+
+    assert PipelineConfig().data.task_mix() == TaskMix()  # the default run's data are unchanged
+    cfg = PipelineConfig.load(overrides={"data.family_weights": {"arithmetic": 1.0, "strings": 0.0}})
+    assert {t.family for t in generate_mixture(40, seed=0, mix=cfg.data.task_mix())} == {"arithmetic"}
+    only = PipelineConfig.load(overrides={"data.families": ["conversion"]})
+    assert {t.family for t in generate_mixture(20, seed=0, mix=only.data.task_mix())} == {"conversion"}
+    with pytest.raises(ValidationError, match="valid: arithmetic, conversion, strings"):
+        PipelineConfig.load(overrides={"data.families": ["algebra"]})
+    with pytest.raises(ValidationError, match="name only the listed families"):
+        PipelineConfig.load(
+            overrides={"data.families": ["strings"], "data.family_weights": {"arithmetic": 1}}
+        )
+    with pytest.raises(ValidationError, match="not all zero"):
+        PipelineConfig.load(overrides={"data.family_weights": {"arithmetic": 0.0}})
+    with pytest.raises(ValidationError, match="digit_weight"):
+        PipelineConfig.load(overrides={"sft.digit_weight": 0.5})
+
+
+def test_digit_weights_mark_every_token_with_a_digit(tmp_path: Path) -> None:
+    cfg = PipelineConfig.load(overrides={**TINY, "out_dir": str(tmp_path / "run"), "stop_after": "teacher"})
+    pipeline.run_pipeline(cfg)
+    tok = load_tokenizer(tmp_path / "run" / "tokenizer")
+    assert pipeline.digit_weights(tok, len(tok), 1.0) is None
+    weights = pipeline.digit_weights(tok, len(tok) + 3, 2.5)
+    assert weights is not None and weights.shape == (len(tok) + 3,)
+    for token_id in range(len(tok)):
+        has_digit = any(ch.isdigit() for ch in tok.decode([token_id]))
+        assert float(weights[token_id]) == (2.5 if has_digit else 1.0), tok.decode([token_id])
+    assert all(float(weights[tok.convert_tokens_to_ids(d)]) == 2.5 for d in "0123456789")
+
+
+def test_sft_continuation_keeps_a_trained_ablation_head_and_checks_its_kind(tmp_path: Path) -> None:
+    from pipo_agent.backends.model.checkpoint import save_pipo
+
+    first = PipelineConfig.load(overrides={**TINY, "out_dir": str(tmp_path / "a")})
+    pipeline.run_pipeline(first)  # main head hm, ablation head token -> a/pipo and a/pipo-token
+    marked = load_pipo(tmp_path / "a" / "pipo-token")
+    with torch.no_grad():  # a head no fresh init could give: every parameter shifted by 0.5
+        for p in marked.confidence_head.parameters():
+            p.add_(0.5)
+    save_pipo(marked, tmp_path / "marked")
+    base = {
+        **TINY,
+        "stop_after": "sft",
+        "sft.init_from": str(tmp_path / "a" / "pipo"),
+        "sft.digit_weight": 3.0,
+    }
+    second = PipelineConfig.load(
+        overrides={**base, "out_dir": str(tmp_path / "b"), "sft.init_ablation_from": str(tmp_path / "marked")}
+    )
+    manifest = pipeline.run_pipeline(second)
+    assert manifest["sft_init_ablation_from"] == str(tmp_path / "marked")
+    start = {k: v for k, v in _weights(tmp_path / "marked").items() if k.startswith("confidence_head.")}
+    after = _weights(tmp_path / "b" / "sft" / "final-token")
+    assert start and all((after[k] - v).abs().max() < 0.1 for k, v in start.items())
+    wrong = PipelineConfig.load(
+        overrides={
+            **base,
+            "out_dir": str(tmp_path / "c"),
+            "sft.init_ablation_from": str(tmp_path / "a" / "pipo"),
+        }
+    )
+    with pytest.raises(ValueError, match="has a 'hm' confidence head; the ablation head is 'token'"):
+        pipeline.run_pipeline(wrong)
