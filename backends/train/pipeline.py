@@ -141,10 +141,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             manifest["sft_init_from"] = cfg.sft.init_from
         else:
             student = student_from_teacher(cfg.sft, teacher, pad, eos_ids)
-        extra = [build_confidence_head(ablation, student.config.hidden_size)] if ablation else []
         if ablation and cfg.sft.init_ablation_from:
             extra = [_ablation_head(cfg.sft.init_ablation_from, ablation)]
             manifest["sft_init_ablation_from"] = cfg.sft.init_ablation_from
+        else:
+            extra = [build_confidence_head(ablation, student.config.hidden_size)] if ablation else []
         weights = digit_weights(tok, student.config.backbone["vocab_size"], cfg.sft.digit_weight)
         student = train_sft(cfg.sft, student, turns, sft_dir, extra, cfg.device, weights)
     manifest["stages"]["sft"] = round(time.time() - stage_t, 1)
