@@ -436,6 +436,14 @@ def eval_models(
     top_k: int = 20,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="worker processes, each with its own copy of the models and threads/workers threads",
+        ),
+    ] = 1,
 ) -> None:
     """Evaluate PIPO at several taus against its AR teacher: accuracy, speed, confidence calibration."""
     import torch
@@ -477,6 +485,7 @@ def eval_models(
             top_p=top_p,
             top_k=top_k,
             device=device,
+            workers=workers,
         )
     except ValidationError as exc:
         console.print(f"[red]invalid evaluation options:[/red]\n{exc}")

@@ -11,10 +11,12 @@ and committed, mean TPOT and tokens/s, and the confidence head's ECE against mea
 
 import json
 import logging
+import multiprocessing
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -66,6 +68,7 @@ class EvalConfig(BaseModel):
     num_bins: int = Field(10, ge=1)
     device: str = "cpu"
     progress: bool = True
+    workers: int = Field(1, ge=1)  # processes, each with its own copy of the models; 1 runs in-process
 
     @field_validator("families")
     @classmethod
@@ -130,56 +133,106 @@ def _params(config: EvalConfig, task: Task, sample: int, tau: float | None) -> S
     )
 
 
-def run_system(
-    name: str,
-    tau: float | None,
-    decoder: StreamingDecoder,
-    tokenizer: PreTrainedTokenizerBase,
-    tasks: dict[str, list[Task]],
-    config: EvalConfig,
-    teacher: PreTrainedModel | None = None,
-    pad_token_id: int | None = None,
-) -> tuple[list[RunRecord], float, float]:
-    """Every sample of every task; returns (records, decode seconds, scoring seconds). With a teacher and
-    a PIPO decoder (`pad_token_id` given), every proposed draft is scored for calibration."""
+@dataclass(frozen=True)
+class _Job:
+    """Every sample of one task for one system at one tau: the unit of work a worker process runs."""
+
+    system: str
+    tau: float | None
+    family: str
+    index: int
+
+
+@dataclass
+class _Systems:
+    """What running a job needs: the tokenizer, the PIPO models, the teacher and the held-out tasks."""
+
+    tokenizer: PreTrainedTokenizerBase
+    models: dict[str, PipoModel]
+    teacher: PreTrainedModel | None
+    tasks: dict[str, list[Task]]
+
+    @classmethod
+    def load(cls, config: "EvalConfig") -> "_Systems":
+        tasks = {f: generate_tasks(f, config.n, seed=config.seed) for f in config.family_list()}
+        teacher = load_teacher(config.teacher_dir, config.device) if config.teacher_dir else None
+        return cls(load_tokenizer(config.model_dir), _load_models(config), teacher, tasks)
+
+    def decoder(self, system: str) -> StreamingDecoder:
+        if system == TEACHER:
+            assert self.teacher is not None
+            main = self.models[MAIN]
+            eos = main.config.eos_token_ids or (int(self.tokenizer.eos_token_id),)
+            return ARDecoder(self.teacher, eos)
+        return PipoReferenceDecoder(self.models[system])
+
+
+def run_job(systems: _Systems, job: _Job, config: "EvalConfig") -> tuple[list[RunRecord], float, float]:
+    """The k samples of one task; returns (records, decode seconds, scoring seconds). For a PIPO system
+    with a teacher loaded, every proposed draft is scored for calibration."""
+    task = systems.tasks[job.family][job.index]
+    decoder = systems.decoder(job.system)
+    pad = None if job.system == TEACHER else systems.models[job.system].config.pad_token_id
     records, decode_s, score_s = [], 0.0, 0.0
-    total = sum(len(v) for v in tasks.values()) * config.k
-    label = name if tau is None else f"{name} tau={tau:g}"
-    with tqdm(total=total, desc=label, disable=not config.progress) as bar:
-        for family, family_tasks in tasks.items():
-            for index, task in enumerate(family_tasks):
-                for sample in range(config.k):
-                    start = time.perf_counter()
-                    result = solve_with_tools(
-                        decoder,
-                        tokenizer,
-                        task.question,
-                        params=_params(config, task, sample, tau),
-                        max_turns=config.max_turns,
-                    )
-                    decode_s += time.perf_counter() - start
-                    start = time.perf_counter()
-                    scored: list[tuple[float, float]] = []
-                    if teacher is not None and pad_token_id is not None:
-                        for turn in result.turns:
-                            scored += draft_acceptance(teacher, turn.prompt_ids, turn.steps, pad_token_id)
-                    score_s += time.perf_counter() - start
-                    correct = check(task, result.final_text)
-                    records.append(
-                        RunRecord(
-                            name,
-                            tau,
-                            family,
-                            index,
-                            sample,
-                            correct,
-                            result.stats,
-                            result.stop,
-                            tuple(scored),
-                        )
-                    )
-                    bar.update()
+    for sample in range(config.k):
+        start = time.perf_counter()
+        result = solve_with_tools(
+            decoder,
+            systems.tokenizer,
+            task.question,
+            params=_params(config, task, sample, job.tau),
+            max_turns=config.max_turns,
+        )
+        decode_s += time.perf_counter() - start
+        start = time.perf_counter()
+        scored: list[tuple[float, float]] = []
+        if systems.teacher is not None and pad is not None:
+            for turn in result.turns:
+                scored += draft_acceptance(systems.teacher, turn.prompt_ids, turn.steps, pad)
+        score_s += time.perf_counter() - start
+        records.append(
+            RunRecord(
+                job.system,
+                job.tau,
+                job.family,
+                job.index,
+                sample,
+                check(task, result.final_text),
+                result.stats,
+                result.stop,
+                tuple(scored),
+            )
+        )
     return records, decode_s, score_s
+
+
+# One worker process's state: its own copy of the models, loaded once by `_init_worker`.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: "EvalConfig", threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER["systems"] = _Systems.load(config)
+    _WORKER["config"] = config
+
+
+def _worker_job(job: _Job) -> tuple[list[RunRecord], float, float]:
+    return run_job(_WORKER["systems"], job, _WORKER["config"])
+
+
+def _run_jobs(
+    config: "EvalConfig", systems: _Systems, jobs: list[_Job]
+) -> Iterator[tuple[_Job, tuple[list[RunRecord], float, float]]]:
+    """Run the jobs in order, in this process (workers=1) or spread over worker processes, each with
+    `torch.get_num_threads() // workers` threads (at least one). Results come back in job order."""
+    if config.workers == 1:
+        for job in jobs:
+            yield job, run_job(systems, job, config)
+        return
+    threads = max(1, torch.get_num_threads() // config.workers)
+    context = multiprocessing.get_context("spawn")  # forking a process that already ran torch can hang
+    with ProcessPoolExecutor(config.workers, context, _init_worker, (config, threads)) as pool:
+        yield from zip(jobs, pool.map(_worker_job, jobs), strict=True)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -276,36 +329,41 @@ def _load_models(config: EvalConfig) -> dict[str, PipoModel]:
 
 
 def run_evaluation(config: EvalConfig) -> dict[str, Any]:
-    """Run everything, write `eval.json` and `eval.png` into `config.out_dir`, and return the report."""
+    """Run everything, write `eval.json` and `eval.png` into `config.out_dir`, and return the report.
+
+    Timings are summed over jobs, so with several workers `decode_s` is process time, not wall time."""
     from pipo_agent.backends.eval.plot import plot_report
 
     started = time.perf_counter()
-    tokenizer = load_tokenizer(config.model_dir)
-    models = _load_models(config)
-    teacher = load_teacher(config.teacher_dir, config.device) if config.teacher_dir else None
+    systems = _Systems.load(config)
     families = config.family_list()
-    tasks = {family: generate_tasks(family, config.n, seed=config.seed) for family in families}
     timings: dict[str, Any] = {"load_s": time.perf_counter() - started, "decode_s": {}, "scoring_s": {}}
+    runs: list[tuple[str, float | None]] = [(TEACHER, None)] if systems.teacher is not None else []
+    runs += [(name, tau) for name in systems.models for tau in config.taus]
+    jobs = [
+        _Job(name, tau, family, index)
+        for name, tau in runs
+        for family in families
+        for index in range(len(systems.tasks[family]))
+    ]
     records: list[RunRecord] = []
-    if teacher is not None:
-        eos = models[MAIN].config.eos_token_ids or (int(tokenizer.eos_token_id),)
-        decoder = ARDecoder(teacher, eos)
-        found, decode_s, _ = run_system(TEACHER, None, decoder, tokenizer, tasks, config)
-        records += found
-        timings["decode_s"][TEACHER] = decode_s
-    for name, model in models.items():
-        pipo_decoder = PipoReferenceDecoder(model)
-        for tau in config.taus:
-            found, decode_s, score_s = run_system(
-                name, tau, pipo_decoder, tokenizer, tasks, config, teacher, model.config.pad_token_id
-            )
+    with tqdm(total=len(jobs) * config.k, desc="eval", disable=not config.progress) as bar:
+        for job, (found, decode_s, score_s) in _run_jobs(config, systems, jobs):
             records += found
-            timings["decode_s"][f"{name}@{tau:g}"] = decode_s
-            timings["scoring_s"][f"{name}@{tau:g}"] = score_s
+            key = TEACHER if job.tau is None else f"{job.system}@{job.tau:g}"
+            timings["decode_s"][key] = timings["decode_s"].get(key, 0.0) + decode_s
+            if job.tau is not None:
+                timings["scoring_s"][key] = timings["scoring_s"].get(key, 0.0) + score_s
+            bar.set_postfix_str(key)
+            bar.update(config.k)
     timings["total_s"] = time.perf_counter() - started
     report = {
         "config": config.model_dump(mode="json"),
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+        "environment": {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "workers": config.workers,
+        },
         "rows": table_rows(records, families, config.num_bins),
         "calibration": calibration_report(records, config.num_bins),
         "timings": timings,

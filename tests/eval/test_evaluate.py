@@ -105,3 +105,44 @@ def test_evaluation_end_to_end(checkpoint_dirs: tuple[Path, Path], tmp_path: Pat
         "other-head@-1",
         "other-head@1",
     }
+
+
+def test_evaluation_with_worker_processes_matches_one_process(
+    checkpoint_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pipo_dir, teacher_dir = checkpoint_dirs
+    common: dict[str, Any] = {
+        "model_dir": pipo_dir,
+        "teacher_dir": teacher_dir,
+        "families": ("arithmetic", "conversion"),
+        "n": 2,
+        "k": 2,
+        "taus": (-1.0, 0.5),
+        "max_new_tokens": 6,
+        "max_turns": 2,
+        "progress": False,
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the two workers get one thread each; the in-process run uses one too
+    try:
+        with_workers = run_evaluation(EvalConfig(out_dir=tmp_path / "two", workers=2, **common))
+        torch.set_num_threads(1)
+        in_process = run_evaluation(EvalConfig(out_dir=tmp_path / "one", **common))
+    finally:
+        torch.set_num_threads(threads)
+
+    assert with_workers["environment"]["workers"] == 2
+    timing_free = ("ttft_s", "tpot_s", "tokens_per_s", "tool_s")
+
+    def comparable(report: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k not in timing_free} for row in report["rows"]]
+
+    assert comparable(with_workers) == comparable(in_process)
+    assert with_workers["calibration"] == in_process["calibration"]
+    assert set(with_workers["timings"]["decode_s"]) == {"teacher", "pipo@-1", "pipo@0.5"}
+    assert sum(r["runs"] for r in with_workers["rows"] if r["family"] == "all") == 3 * 2 * 2 * 2
+
+
+def test_eval_config_rejects_zero_workers(checkpoint_dirs: tuple[Path, Path]) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        EvalConfig(model_dir=checkpoint_dirs[0], workers=0)
