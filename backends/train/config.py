@@ -112,6 +112,9 @@ class SFTConfig(_Frozen):
     compressor_type: str = "mlp"
     confidence_head: str = "hm"
     max_pad_ratio: float = Field(0.25, ge=0, lt=1, description="per-sample split ratio ~ U[0, max)")
+    # Share of samples laid out with every response pair split, (token, PAD)*: what the backbone reads at
+    # τ ≥ 1, where no draft is ever committed. 0 keeps the published augmentation only.
+    full_pad_share: float = Field(0.0, ge=0, le=1)
     lambda_mtp: float = 1.0
     lambda_conf: float = 1.0
     lora: LoraSettings | None = None  # None: full fine-tune of backbone and MTP layer

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 from pipo_agent.backends.model.checkpoint import save_pipo
 from pipo_agent.backends.model.constants import PAIR
 from pipo_agent.backends.model.pipo import PipoModel
-from pipo_agent.backends.train.augment import pair_response
+from pipo_agent.backends.train.augment import PairedSample, pair_response
 from pipo_agent.backends.train.batching import EpochSchedule, collate
 from pipo_agent.backends.train.config import SFTConfig
 from pipo_agent.backends.train.data import TurnSample
@@ -51,6 +51,16 @@ def head_name(head: nn.Module) -> str:
     return "token" if getattr(head, "uses_draft", False) else "hm"
 
 
+def sft_sample(turn: TurnSample, pad: int, cfg: SFTConfig, rng: random.Random) -> PairedSample:
+    """One SFT sequence laid out as inference pairs it: with probability `cfg.full_pad_share` every response
+    pair is split (the τ ≥ 1 layout), otherwise a share ~ U[0, max_pad_ratio) of them."""
+    if cfg.full_pad_share and rng.random() < cfg.full_pad_share:
+        ratio = 1.0
+    else:
+        ratio = rng.uniform(0.0, cfg.max_pad_ratio)
+    return pair_response(turn.prompt_ids, turn.response_ids, pad, ratio, rng)
+
+
 def train_sft(
     cfg: SFTConfig,
     model: PipoModel,
@@ -68,8 +78,9 @@ def train_sft(
     if cfg.lora is not None:
         add_lora(model, cfg.lora)
     freeze_embeddings(model)
-    # Splits lengthen a sequence by at most max_pad_ratio of its response; budget for the expected growth.
-    lengths = [int(len(t.prompt_ids) + 1 + len(t.response_ids) * (1 + cfg.max_pad_ratio / 2)) for t in turns]
+    # Splits lengthen a sequence by at most its response length (all split); budget for the expected growth.
+    growth = cfg.full_pad_share + (1 - cfg.full_pad_share) * cfg.max_pad_ratio / 2
+    lengths = [int(len(t.prompt_ids) + 1 + len(t.response_ids) * (1 + growth)) for t in turns]
     schedule = EpochSchedule(lengths, cfg.optim.token_budget, cfg.optim.seed)
     model.to(device)
     for head in extra_heads:
@@ -81,8 +92,7 @@ def train_sft(
         rng = random.Random(cfg.optim.seed * 7919 + step)
         seqs = []
         for i in schedule.batch(step):
-            ratio = rng.uniform(0.0, cfg.max_pad_ratio)
-            sample = pair_response(turns[i].prompt_ids, turns[i].response_ids, pad, ratio, rng)
+            sample = sft_sample(turns[i], pad, cfg, rng)
             seqs.append((sample.input_ids, sample.labels))
         ids, labels = collate(seqs, pad, multiple=PAIR)
         ids, labels = ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)

@@ -131,3 +131,43 @@ def test_rollout_sample_keeps_the_decoder_slots_and_masks_pads() -> None:
     assert sample.input_ids == [2, 3, 4, PAD, 10, 11, 12, PAD, 13, PAD]
     assert sample.labels == [IGNORE_INDEX] * 4 + [10, 11, 12, IGNORE_INDEX, 13, IGNORE_INDEX]
     assert all(i % 2 == 1 for i, t in enumerate(sample.input_ids) if t == PAD)
+
+
+def test_full_pad_share_lays_out_the_tau_one_pattern() -> None:
+    from pipo_agent.backends.train.config import SFTConfig
+    from pipo_agent.backends.train.data import TurnSample
+    from pipo_agent.backends.train.sft import sft_sample
+
+    pad = 0
+    turn = TurnSample(prompt_ids=list(range(10, 17)), response_ids=list(range(30, 51)))
+    always = SFTConfig(full_pad_share=1.0)
+    sample = sft_sample(turn, pad, always, random.Random(3))
+    response = sample.input_ids[sample.prompt_len :]
+    # (token, PAD) for every response token, as the decoder emits at tau >= 1
+    assert response[0::2] == turn.response_ids and response[1::2] == [pad] * len(turn.response_ids)
+    assert sample.labels[sample.prompt_len :][1::2] == [IGNORE_INDEX] * len(turn.response_ids)
+
+    # share 0 draws exactly what the published augmentation drew before the option existed
+    plain = SFTConfig()
+    rng_a, rng_b = random.Random(11), random.Random(11)
+    for _ in range(20):
+        expected = pair_response(turn.prompt_ids, turn.response_ids, pad, rng_b.uniform(0, 0.25), rng_b)
+        assert sft_sample(turn, pad, plain, rng_a) == expected
+
+    # a share in between splits every pair in about that share of the samples
+    half = SFTConfig(full_pad_share=0.5)
+    rng = random.Random(5)
+    full = 0
+    for _ in range(400):
+        got = sft_sample(turn, pad, half, rng)
+        full += got.input_ids[got.prompt_len :][1::2] == [pad] * len(turn.response_ids)
+    assert 160 < full < 240
+
+
+def test_full_pad_share_is_a_probability() -> None:
+    from pydantic import ValidationError
+
+    from pipo_agent.backends.train.config import SFTConfig
+
+    with pytest.raises(ValidationError, match="full_pad_share"):
+        SFTConfig(full_pad_share=1.5)
