@@ -221,11 +221,12 @@ def _worker_job(job: _Job) -> tuple[list[RunRecord], float, float]:
 
 
 def _run_jobs(
-    config: "EvalConfig", systems: _Systems, jobs: list[_Job]
+    config: "EvalConfig", systems: _Systems | None, jobs: list[_Job]
 ) -> Iterator[tuple[_Job, tuple[list[RunRecord], float, float]]]:
-    """Run the jobs in order, in this process (workers=1) or spread over worker processes, each with
-    `torch.get_num_threads() // workers` threads (at least one). Results come back in job order."""
-    if config.workers == 1:
+    """Run the jobs in order, in this process with `systems` (workers=1) or spread over worker processes
+    that load their own, each with `torch.get_num_threads() // workers` threads (at least one). Results
+    come back in job order."""
+    if systems is not None:
         for job in jobs:
             yield job, run_job(systems, job, config)
         return
@@ -335,16 +336,18 @@ def run_evaluation(config: EvalConfig) -> dict[str, Any]:
     from pipo_agent.backends.eval.plot import plot_report
 
     started = time.perf_counter()
-    systems = _Systems.load(config)
     families = config.family_list()
-    timings: dict[str, Any] = {"load_s": time.perf_counter() - started, "decode_s": {}, "scoring_s": {}}
-    runs: list[tuple[str, float | None]] = [(TEACHER, None)] if systems.teacher is not None else []
-    runs += [(name, tau) for name in systems.models for tau in config.taus]
+    # With workers, each worker loads the models and the main process none of them.
+    systems = _Systems.load(config) if config.workers == 1 else None
+    load_s = time.perf_counter() - started if systems is not None else None
+    timings: dict[str, Any] = {"load_s": load_s, "decode_s": {}, "scoring_s": {}}
+    runs: list[tuple[str, float | None]] = [(TEACHER, None)] if config.teacher_dir is not None else []
+    runs += [(name, tau) for name in (MAIN, *config.extra_models) for tau in config.taus]
     jobs = [
         _Job(name, tau, family, index)
         for name, tau in runs
         for family in families
-        for index in range(len(systems.tasks[family]))
+        for index in range(config.n)
     ]
     records: list[RunRecord] = []
     with tqdm(total=len(jobs) * config.k, desc="eval", disable=not config.progress) as bar:
