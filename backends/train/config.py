@@ -44,6 +44,9 @@ class DataConfig(_Frozen):
     train_seed: int = 1
     heldout_seed: int = 20_261_125
     vocab_size: int = Field(1024, ge=266, description="byte-level BPE needs 256 bytes + 10 special tokens")
+    # A saved tokenizer (a folder with tokenizer.json) to use instead of training one. None: the tokenizer of
+    # `sft.init_from` / `teacher.init_from` when the run continues a checkpoint, else a new one.
+    tokenizer_from: str | None = None
 
     @field_validator("families")
     @classmethod
@@ -90,6 +93,9 @@ class TeacherConfig(_Frozen):
     head_dim: int = 32
     intermediate_size: int = 576
     max_position_embeddings: int = 4096
+    # An AR checkpoint (same tokenizer) to continue training instead of a fresh model; its own config then
+    # decides the architecture and the size fields above are not used.
+    init_from: str | None = None
     optim: OptimConfig = OptimConfig(lr=3e-3, max_steps=2000, token_budget=2048, save_every=200)
 
 

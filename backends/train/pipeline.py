@@ -40,10 +40,38 @@ def _conversations(
     return out
 
 
+def tokenizer_source(cfg: PipelineConfig) -> Path | None:
+    """Where a run takes its tokenizer from instead of training one: `data.tokenizer_from`, else the folder
+    (or, for a teacher saved inside a PIPO checkpoint, the parent folder) of a checkpoint it continues.
+    A continued model must keep the token ids it was trained with, so a continuation without a saved
+    tokenizer is an error rather than a silently retrained vocabulary."""
+    if cfg.data.tokenizer_from is not None:
+        path = Path(cfg.data.tokenizer_from)
+        if not (path / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"data.tokenizer_from={path} holds no tokenizer.json")
+        return path
+    for field, init in (("sft.init_from", cfg.sft.init_from), ("teacher.init_from", cfg.teacher.init_from)):
+        if init is None:
+            continue
+        for candidate in (Path(init), Path(init).parent):
+            if (candidate / "tokenizer.json").is_file():
+                return candidate
+        raise FileNotFoundError(
+            f"{field}={init} has no tokenizer.json beside it; set data.tokenizer_from to the tokenizer "
+            "that checkpoint was trained with"
+        )
+    return None
+
+
 def _tokenizer(cfg: PipelineConfig, convs: list[Any], out: Path) -> PreTrainedTokenizerBase:
     path = out / "tokenizer"
     if (path / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(path))
+    source = tokenizer_source(cfg)
+    if source is not None:
+        tok = PreTrainedTokenizerFast.from_pretrained(str(source))
+        save_tokenizer(tok, path)
+        return tok
     texts = [render_chat(msgs, tools, add_generation_prompt=False) for msgs, tools in convs]
     tok = build_tokenizer(texts, vocab_size=cfg.data.vocab_size)
     save_tokenizer(tok, path)
@@ -119,8 +147,18 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
     stage_t = time.time()
     teacher_dir = out / "teacher"
+    shipped_teacher = Path(cfg.sft.init_from) / "teacher" if cfg.sft.init_from else None
     if (teacher_dir / "final" / "config.json").is_file():
         teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir / "final")).float().eval()
+    elif (
+        cfg.teacher.init_from is None
+        and shipped_teacher is not None
+        and (shipped_teacher / "config.json").is_file()
+    ):
+        # Continuing a shipped PIPO model (which carries its AR teacher): keep that teacher for OPD.
+        teacher = AutoModelForCausalLM.from_pretrained(str(shipped_teacher)).float().eval()
+        teacher.save_pretrained(teacher_dir / "final")
+        manifest["teacher_from"] = str(shipped_teacher)
     else:
         teacher = train_teacher(cfg.teacher, tok, sequences, teacher_dir, cfg.device)
     manifest["stages"]["teacher"] = round(time.time() - stage_t, 1)

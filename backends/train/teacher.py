@@ -42,8 +42,18 @@ def teacher_config(
 
 
 def teacher_model(cfg: TeacherConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    config = teacher_config(cfg, len(tokenizer), int(tokenizer.pad_token_id), int(tokenizer.eos_token_id))
+    """A fresh teacher of `cfg`'s size, or the checkpoint `cfg.init_from` (float32) to continue training."""
     seed_everything(cfg.optim.seed)
+    if cfg.init_from is not None:
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, attn_implementation="sdpa").float()
+        vocab = model.get_input_embeddings().weight.shape[0]
+        if vocab != len(tokenizer):
+            raise ValueError(
+                f"teacher.init_from={cfg.init_from} has a vocabulary of {vocab} tokens but the run's "
+                f"tokenizer has {len(tokenizer)}; continue a teacher only with the tokenizer it was trained with"
+            )
+        return model
+    config = teacher_config(cfg, len(tokenizer), int(tokenizer.pad_token_id), int(tokenizer.eos_token_id))
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").float()
 
 

@@ -259,3 +259,60 @@ def test_sft_continuation_keeps_a_trained_ablation_head_and_checks_its_kind(tmp_
     )
     with pytest.raises(ValueError, match="has a 'hm' confidence head; the ablation head is 'token'"):
         pipeline.run_pipeline(wrong)
+
+
+def test_a_continuation_keeps_the_tokenizer_and_teacher_it_continues(tmp_path: Path) -> None:
+    first = PipelineConfig.load(overrides={**TINY, "out_dir": str(tmp_path / "a")})
+    pipeline.run_pipeline(first)
+    shipped = tmp_path / "shipped"
+    pipeline.export_model(tmp_path / "a", shipped, dtype=torch.float32)
+    # Other data and another seed would train another vocabulary: the continuation must not.
+    overrides = {**TINY, "data.train_seed": 77, "data.train_tasks": 9, "stop_after": "sft"}
+    cfg = PipelineConfig.load(
+        overrides={**overrides, "out_dir": str(tmp_path / "b"), "sft.init_from": str(shipped)}
+    )
+    manifest = pipeline.run_pipeline(cfg)
+    assert pipeline.tokenizer_source(cfg) == shipped
+    a_tok = (shipped / "tokenizer.json").read_text()
+    assert (tmp_path / "b" / "tokenizer" / "tokenizer.json").read_text() == a_tok
+    assert manifest["teacher_from"] == str(shipped / "teacher")
+    _assert_same_weights(_weights(shipped / "teacher"), _weights(tmp_path / "b" / "teacher" / "final"))
+
+    fresh = PipelineConfig.load(overrides={**overrides, "out_dir": str(tmp_path / "c")})
+    pipeline.run_pipeline(fresh)
+    assert (tmp_path / "c" / "tokenizer" / "tokenizer.json").read_text() != a_tok
+
+
+def test_the_teacher_can_continue_from_a_checkpoint(tmp_path: Path) -> None:
+    first = PipelineConfig.load(overrides={**TINY, "out_dir": str(tmp_path / "a"), "stop_after": "teacher"})
+    pipeline.run_pipeline(first)
+    start = _weights(tmp_path / "a" / "teacher" / "final")
+    cont = PipelineConfig.load(
+        overrides={
+            **TINY,
+            "out_dir": str(tmp_path / "b"),
+            "stop_after": "teacher",
+            "teacher.init_from": str(tmp_path / "a" / "teacher" / "final"),
+            "data.tokenizer_from": str(tmp_path / "a" / "tokenizer"),
+            "teacher.optim": {**TINY_OPTIM, "max_steps": 1, "lr": 1e-7},
+        }
+    )
+    pipeline.run_pipeline(cont)
+    after = _weights(tmp_path / "b" / "teacher" / "final")
+    assert start.keys() == after.keys()
+    # One tiny step moves the continued weights a little; a fresh model would differ completely.
+    assert all(torch.allclose(start[k], after[k], atol=1e-5) for k in start)
+    assert any(not torch.equal(start[k], after[k]) for k in start)
+
+
+def test_a_continuation_without_its_tokenizer_fails_early(tmp_path: Path) -> None:
+    bare = tmp_path / "bare_teacher"
+    bare.mkdir()
+    cfg = PipelineConfig.load(
+        overrides={**TINY, "out_dir": str(tmp_path / "b"), "teacher.init_from": str(bare)}
+    )
+    with pytest.raises(FileNotFoundError, match=r"data\.tokenizer_from"):
+        pipeline.run_pipeline(cfg)
+    cfg = PipelineConfig.load(overrides={**TINY, "data.tokenizer_from": str(bare)})
+    with pytest.raises(FileNotFoundError, match=r"no tokenizer\.json"):
+        pipeline.tokenizer_source(cfg)
