@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from pipo_agent.backends.model.checkpoint import load_pipo, save_pipo
 from pipo_agent.backends.model.confidence import build_confidence_head
@@ -148,6 +153,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     stage_t = time.time()
     teacher_dir = out / "teacher"
     shipped_teacher = Path(cfg.sft.init_from) / "teacher" if cfg.sft.init_from else None
+    teacher: PreTrainedModel | None = None
     if (teacher_dir / "final" / "config.json").is_file():
         teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir / "final")).float().eval()
     elif (
@@ -159,8 +165,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         teacher = AutoModelForCausalLM.from_pretrained(str(shipped_teacher)).float().eval()
         teacher.save_pretrained(teacher_dir / "final")
         manifest["teacher_from"] = str(shipped_teacher)
+    elif cfg.sft.init_from is not None and cfg.teacher.init_from is None and cfg.stop_after == "sft":
+        # An SFT-only continuation needs no teacher (only OPD reads one); a later rerun up to OPD must
+        # then name one (teacher.init_from) or train it.
+        manifest["teacher_skipped"] = "sft-only continuation of a checkpoint without a teacher folder"
     else:
         teacher = train_teacher(cfg.teacher, tok, sequences, teacher_dir, cfg.device)
+        save_tokenizer(tok, teacher_dir / "final")
     manifest["stages"]["teacher"] = round(time.time() - stage_t, 1)
     if cfg.stop_after == "teacher":
         return _finish(manifest, out, t0)
@@ -178,6 +189,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             student = load_pipo(cfg.sft.init_from)
             manifest["sft_init_from"] = cfg.sft.init_from
         else:
+            assert teacher is not None  # skipped only when the student continues a checkpoint
             student = student_from_teacher(cfg.sft, teacher, pad, eos_ids)
         if ablation and cfg.sft.init_ablation_from:
             extra = [_ablation_head(cfg.sft.init_ablation_from, ablation)]
@@ -186,10 +198,18 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             extra = [build_confidence_head(ablation, student.config.hidden_size)] if ablation else []
         weights = digit_weights(tok, student.config.backbone["vocab_size"], cfg.sft.digit_weight)
         student = train_sft(cfg.sft, student, turns, sft_dir, extra, cfg.device, weights)
+        # Each stage's checkpoint carries its tokenizer, so a later run can continue from it directly.
+        for final in sft_dir.glob("final*"):
+            save_tokenizer(tok, final)
     manifest["stages"]["sft"] = round(time.time() - stage_t, 1)
     if cfg.stop_after == "sft":
         return _finish(manifest, out, t0)
 
+    if teacher is None:
+        raise ValueError(
+            f"{out} has no teacher for OPD: its SFT continued {cfg.sft.init_from}, which carries none; "
+            "set teacher.init_from to the AR teacher to distil from"
+        )
     stage_t = time.time()
     opd_dir = out / "opd"
     if (opd_dir / "final" / "config.json").is_file():

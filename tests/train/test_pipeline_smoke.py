@@ -174,6 +174,17 @@ def test_sft_can_continue_from_a_pipo_checkpoint(tmp_path: Path) -> None:
     )
     manifest = pipeline.run_pipeline(second)
     assert manifest["sft_init_from"] == str(tmp_path / "a" / "pipo")
+    # a/pipo carries no teacher and an SFT-only continuation needs none: no teacher is trained.
+    assert "teacher_skipped" in manifest and not (tmp_path / "b" / "teacher" / "final").exists()
+    # Stage checkpoints carry the tokenizer: a third run continues from b's SFT checkpoint directly.
+    assert (tmp_path / "a" / "teacher" / "final" / "tokenizer.json").is_file()
+    third = second.model_copy(
+        update={
+            "out_dir": str(tmp_path / "c"),
+            "sft": second.sft.model_copy(update={"init_from": str(tmp_path / "b" / "sft" / "final")}),
+        }
+    )
+    assert pipeline.tokenizer_source(third) == tmp_path / "b" / "sft" / "final"
     start = _weights(tmp_path / "a" / "pipo")
     after = _weights(tmp_path / "b" / "sft" / "final")
     assert start.keys() == after.keys()
