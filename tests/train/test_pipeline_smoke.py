@@ -327,3 +327,17 @@ def test_a_continuation_without_its_tokenizer_fails_early(tmp_path: Path) -> Non
     cfg = PipelineConfig.load(overrides={**TINY, "data.tokenizer_from": str(bare)})
     with pytest.raises(FileNotFoundError, match=r"no tokenizer\.json"):
         pipeline.tokenizer_source(cfg)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_training_config_is_valid(path: Path) -> None:
+    cfg = PipelineConfig.load(path)
+    assert cfg.out_dir.startswith("artifacts/")
+    # A checkpoint a config continues is either shipped in the repository or an earlier run's output.
+    for init in (cfg.sft.init_from, cfg.teacher.init_from):
+        if init is not None:
+            assert init.startswith("artifacts/") or (ROOT / init / "config.json").is_file(), init
