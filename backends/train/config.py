@@ -132,6 +132,9 @@ class SFTConfig(_Frozen):
     # Loss weight of targets whose token text holds a digit (1: a plain token mean). The tiny models'
     # errors are mostly a wrong digit copied inside long digit-by-digit traces.
     digit_weight: float = Field(1.0, ge=1.0)
+    # Freeze the whole PIPO model (its own confidence head too) and train only the ablation head: adds a
+    # head variant to a trained checkpoint without changing it.
+    frozen_model: bool = False
     optim: OptimConfig = OptimConfig(lr=1e-3, max_steps=800, token_budget=4096, save_every=100)
 
 

@@ -78,6 +78,14 @@ def train_sft(
     if cfg.lora is not None:
         add_lora(model, cfg.lora)
     freeze_embeddings(model)
+    if cfg.frozen_model:
+        if not extra_heads:
+            raise ValueError(
+                "sft.frozen_model trains only the ablation head, and this run has none: set ablation_head "
+                "to a confidence-head kind other than the model's own"
+            )
+        for param in model.parameters():
+            param.requires_grad_(False)
     # Splits lengthen a sequence by at most its response length (all split); budget for the expected growth.
     growth = cfg.full_pad_share + (1 - cfg.full_pad_share) * cfg.max_pad_ratio / 2
     lengths = [int(len(t.prompt_ids) + 1 + len(t.response_ids) * (1 + growth)) for t in turns]

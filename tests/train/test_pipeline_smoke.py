@@ -341,3 +341,31 @@ def test_every_shipped_training_config_is_valid(path: Path) -> None:
     for init in (cfg.sft.init_from, cfg.teacher.init_from):
         if init is not None:
             assert init.startswith("artifacts/") or (ROOT / init / "config.json").is_file(), init
+
+
+def test_a_frozen_model_run_adds_a_head_variant_without_changing_the_model(tmp_path: Path) -> None:
+    pipeline.run_pipeline(
+        PipelineConfig.load(overrides={**TINY, "out_dir": str(tmp_path / "a"), "ablation_head": None})
+    )
+    source = _weights(tmp_path / "a" / "pipo")
+    overrides = {
+        **TINY,
+        "stop_after": "sft",
+        "sft.init_from": str(tmp_path / "a" / "pipo"),
+        "sft.frozen_model": True,
+    }
+    pipeline.run_pipeline(PipelineConfig.load(overrides={**overrides, "out_dir": str(tmp_path / "b")}))
+    _assert_same_weights(source, _weights(tmp_path / "b" / "sft" / "final"))
+    variant = load_pipo(tmp_path / "b" / "sft" / "final-token")
+    assert variant.config.confidence_head == "token"
+    body = {
+        k: v for k, v in _weights(tmp_path / "b" / "sft" / "final-token").items() if "confidence" not in k
+    }
+    assert body and all(torch.equal(v, source[k]) for k, v in body.items())
+
+    with pytest.raises(ValueError, match="set ablation_head"):
+        pipeline.run_pipeline(
+            PipelineConfig.load(
+                overrides={**overrides, "out_dir": str(tmp_path / "c"), "ablation_head": None}
+            )
+        )
