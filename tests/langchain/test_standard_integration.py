@@ -20,8 +20,10 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from pipo_agent.langchain import ChatPIPO
 
 NO_TEXT = (
-    "the tiny default model writes no answer text for these prompts: its reasoning degenerates until "
-    "max_tokens, or it ends inside a malformed tool-call block (reported as an invalid tool call)"
+    "the tiny default model can write no answer text for these prompts: its reasoning degenerates until "
+    "max_tokens, or it ends inside a malformed tool-call block (reported as an invalid tool call); the "
+    "shipped model answers in invoke, stream, events and double-message tests on the development CPU, "
+    "not yet in batch, conversation and named-message ones"
 )
 UNSEEN_TOOL = (
     "the tiny default model calls only the two tools it was trained with (calculator, lookup); asked for "

@@ -279,14 +279,23 @@ def test_the_agent_runs_on_sglang_through_the_http_backend(sglang_server: Live, 
 def test_requests_retracted_for_kv_space_resume_with_the_same_output(
     embedded: tuple[LLMEngine, Any], tmp_path: Path
 ) -> None:
-    """A pool of 700 token slots, an optimistic admission and 64-token prefill chunks: SGLang runs out of KV
+    """A pool of 480 KV slots, an optimistic admission and 64-token prefill chunks: SGLang runs out of KV
     mid-decode, retracts requests and readmits them later; the worker recomputes their pairs (PADs included)
     from its history."""
     engine, _ = embedded
     prompts = [[(7 * i + 3 * j) % 500 + 10 for j in range(30 + i)] for i in range(8)]
     cases = [(ids, (0.9, -1.0, 1.0, 0.5)[i % 4]) for i, ids in enumerate(prompts)]
+    expected = engine.generate(
+        [ids for ids, _ in cases], [SamplingParams(max_new_tokens=150, tau=t) for _, t in cases]
+    )
+    # Each KV slot holds one pair: the batch must need more slots than the pool has, whatever the model.
+    pool = 480
+    demand = sum(len(ids) + len(want.token_ids) for (ids, _), want in zip(cases, expected, strict=True)) // 2
+    assert demand > pool, (
+        f"the outputs are too short ({demand} pair slots) to run a {pool}-slot pool out of KV"
+    )
     extra = (
-        "--sglang-arg=--max-total-tokens=700",
+        f"--sglang-arg=--max-total-tokens={pool}",
         "--sglang-arg=--schedule-conservativeness=0.02",
         "--sglang-arg=--chunked-prefill-size=64",  # prompts of 30+ tokens come in several chunks too
     )
@@ -300,9 +309,6 @@ def test_requests_retracted_for_kv_space_resume_with_the_same_output(
         response = httpx.post(f"{live.url}/generate", json=body, timeout=600)
     assert response.status_code == 200, response.text
     served = response.json()
-    expected = engine.generate(
-        [ids for ids, _ in cases], [SamplingParams(max_new_tokens=150, tau=t) for _, t in cases]
-    )
     assert sum(got["meta_info"]["num_retractions"] for got in served) > 0
     for got, want in zip(served, expected, strict=True):
         want_ids = _expected_ids(want)
