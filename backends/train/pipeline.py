@@ -164,6 +164,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         # Continuing a shipped PIPO model (which carries its AR teacher): keep that teacher for OPD.
         teacher = AutoModelForCausalLM.from_pretrained(str(shipped_teacher)).float().eval()
         teacher.save_pretrained(teacher_dir / "final")
+        save_tokenizer(tok, teacher_dir / "final")
         manifest["teacher_from"] = str(shipped_teacher)
     elif cfg.sft.init_from is not None and cfg.teacher.init_from is None and cfg.stop_after == "sft":
         # An SFT-only continuation needs no teacher (only OPD reads one); a later rerun up to OPD must

@@ -288,6 +288,7 @@ def test_a_continuation_keeps_the_tokenizer_and_teacher_it_continues(tmp_path: P
     assert (tmp_path / "b" / "tokenizer" / "tokenizer.json").read_text() == a_tok
     assert manifest["teacher_from"] == str(shipped / "teacher")
     _assert_same_weights(_weights(shipped / "teacher"), _weights(tmp_path / "b" / "teacher" / "final"))
+    assert (tmp_path / "b" / "teacher" / "final" / "tokenizer.json").read_text() == a_tok
 
     fresh = PipelineConfig.load(overrides={**overrides, "out_dir": str(tmp_path / "c")})
     pipeline.run_pipeline(fresh)
