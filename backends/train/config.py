@@ -167,6 +167,15 @@ class PipelineConfig(_Frozen):
     # unchanged) for the head ablation; saved as `pipo-<variant>`. None to skip.
     ablation_head: str | None = "token"
 
+    @model_validator(mode="after")
+    def _frozen_model_needs_an_ablation_head(self) -> "PipelineConfig":
+        if self.sft.frozen_model and self.ablation_head in (None, self.sft.confidence_head):
+            raise ValueError(
+                "sft.frozen_model trains only the ablation head, and this run has none: set ablation_head "
+                f"to a confidence-head kind other than the model's own ({self.sft.confidence_head!r})"
+            )
+        return self
+
     @field_validator("device")
     @classmethod
     def _valid_device(cls, value: str) -> str:

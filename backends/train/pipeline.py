@@ -164,7 +164,6 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         # Continuing a shipped PIPO model (which carries its AR teacher): keep that teacher for OPD.
         teacher = AutoModelForCausalLM.from_pretrained(str(shipped_teacher)).float().eval()
         teacher.save_pretrained(teacher_dir / "final")
-        save_tokenizer(tok, teacher_dir / "final")
         manifest["teacher_from"] = str(shipped_teacher)
     elif cfg.sft.init_from is not None and cfg.teacher.init_from is None and cfg.stop_after == "sft":
         # An SFT-only continuation needs no teacher (only OPD reads one); a later rerun up to OPD must
@@ -172,6 +171,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         manifest["teacher_skipped"] = "sft-only continuation of a checkpoint without a teacher folder"
     else:
         teacher = train_teacher(cfg.teacher, tok, sequences, teacher_dir, cfg.device)
+    # Each stage's checkpoint carries its tokenizer, so a later run can continue from it directly.
+    if teacher is not None and not (teacher_dir / "final" / "tokenizer.json").is_file():
         save_tokenizer(tok, teacher_dir / "final")
     manifest["stages"]["teacher"] = round(time.time() - stage_t, 1)
     if cfg.stop_after == "teacher":
@@ -199,7 +200,6 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             extra = [build_confidence_head(ablation, student.config.hidden_size)] if ablation else []
         weights = digit_weights(tok, student.config.backbone["vocab_size"], cfg.sft.digit_weight)
         student = train_sft(cfg.sft, student, turns, sft_dir, extra, cfg.device, weights)
-        # Each stage's checkpoint carries its tokenizer, so a later run can continue from it directly.
         for final in sft_dir.glob("final*"):
             save_tokenizer(tok, final)
     manifest["stages"]["sft"] = round(time.time() - stage_t, 1)
