@@ -408,11 +408,25 @@ def _eval_table(rows: list[dict[str, Any]], k: int) -> Any:
     return table
 
 
+def _teacher_beside(model: Path | None) -> Path | None:
+    """The AR teacher that ships with a PIPO checkpoint: `<model>/teacher` (the layout `train export`
+    writes), or the shipped teacher when no model is named."""
+    from pipo_agent.backends.checkpoints import MissingCheckpointError, default_teacher_dir
+
+    if model is None:
+        with contextlib.suppress(MissingCheckpointError):
+            return default_teacher_dir()
+        return None
+    beside = model / "teacher"
+    return beside if (beside / "config.json").is_file() else None
+
+
 @app.command("eval")
 def eval_models(
     model: ModelOpt = None,
     teacher: Annotated[
-        Path | None, typer.Option("--teacher", help="AR teacher dir (default: shipped, when it exists)")
+        Path | None,
+        typer.Option("--teacher", help="AR teacher dir (default: <model>/teacher, when it exists)"),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="output directory for eval.json and eval.png")] = Path(
         "eval"
@@ -449,11 +463,7 @@ def eval_models(
     import torch
     from pydantic import ValidationError
 
-    from pipo_agent.backends.checkpoints import (
-        MissingCheckpointError,
-        default_model_dir,
-        default_teacher_dir,
-    )
+    from pipo_agent.backends.checkpoints import MissingCheckpointError, default_model_dir
     from pipo_agent.backends.eval import EvalConfig, run_evaluation
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -464,9 +474,8 @@ def eval_models(
     except MissingCheckpointError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    if teacher is None and model is None:
-        with contextlib.suppress(MissingCheckpointError):
-            teacher = default_teacher_dir()
+    if teacher is None:
+        teacher = _teacher_beside(model)
     if teacher is None:
         console.print("[yellow]no --teacher: no AR reference and no calibration[/yellow]")
     try:

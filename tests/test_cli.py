@@ -118,6 +118,17 @@ def test_eval_writes_json_and_table(tiny_checkpoint: Path, tmp_path: Path) -> No
     assert "ECE" in result.output and (tmp_path / "eval.png").is_file()
 
 
+def test_eval_uses_the_teacher_shipped_inside_a_named_model(tmp_path: Path) -> None:
+    from pipo_agent.cli import _teacher_beside
+
+    model = tmp_path / "model"
+    (model / "teacher").mkdir(parents=True)
+    assert _teacher_beside(model) is None  # a folder without a config is not a teacher
+    (model / "teacher" / "config.json").write_text("{}")
+    assert _teacher_beside(model) == model / "teacher"
+    assert _teacher_beside(tmp_path / "elsewhere") is None
+
+
 def test_default_checkpoint_dirs_need_a_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pipo_agent.backends.checkpoints as checkpoints
 
