@@ -12,7 +12,10 @@ and committed, mean TPOT and tokens/s, and the confidence head's ECE against mea
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import statistics
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -210,7 +213,24 @@ def run_job(systems: _Systems, job: _Job, config: "EvalConfig") -> tuple[list[Ru
 _WORKER: dict[str, Any] = {}
 
 
+def exit_with_parent() -> None:
+    """In a spawned worker, end this process as soon as its parent process ends, however it ends.
+
+    A pool's workers hold both ends of their job queue, so when the evaluating process is killed they
+    never see end-of-file and would wait forever, each holding its copy of the models."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init_worker(config: "EvalConfig", threads: int) -> None:
+    exit_with_parent()
     torch.set_num_threads(threads)
     _WORKER["systems"] = _Systems.load(config)
     _WORKER["config"] = config

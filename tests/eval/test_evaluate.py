@@ -3,6 +3,9 @@ evaluation end to end on tiny random checkpoints."""
 
 import json
 import math
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +149,56 @@ def test_evaluation_with_worker_processes_matches_one_process(
 def test_eval_config_rejects_zero_workers(checkpoint_dirs: tuple[Path, Path]) -> None:
     with pytest.raises(ValueError, match="workers"):
         EvalConfig(model_dir=checkpoint_dirs[0], workers=0)
+
+
+_PARENT_SCRIPT = """
+import multiprocessing, sys, time
+from pathlib import Path
+
+from pipo_agent.backends.eval.evaluate import exit_with_parent
+
+
+def worker(ready: str) -> None:
+    exit_with_parent()
+    Path(ready).write_text("ready")
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    proc = multiprocessing.get_context("spawn").Process(target=worker, args=(sys.argv[1],))
+    proc.start()
+    print(proc.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie left for its new parent to reap is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process states from /proc")
+def test_a_worker_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    script, ready = tmp_path / "parent.py", tmp_path / "ready"
+    script.write_text(_PARENT_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(ready)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the worker never started"
+        parent.kill()  # SIGKILL: no cleanup runs in the parent
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(worker), "the worker outlived its killed parent"
+    finally:
+        if _running(worker):
+            subprocess.run(["kill", "-9", str(worker)], check=False)
