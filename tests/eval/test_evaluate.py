@@ -202,3 +202,36 @@ def test_a_worker_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None
     finally:
         if _running(worker):
             subprocess.run(["kill", "-9", str(worker)], check=False)
+
+
+def _row(system: str, tau: float | None, tokens_per_step: float, avg: float) -> dict[str, Any]:
+    return {
+        "system": system,
+        "tau": tau,
+        "family": "all",
+        "tokens_per_step": tokens_per_step,
+        "avg_at_k": avg,
+    }
+
+
+def test_the_accuracy_panel_zooms_in_on_clustered_taus_only() -> None:
+    from matplotlib.figure import Figure
+
+    from pipo_agent.backends.eval.plot import _accuracy_panel
+
+    teacher = _row("teacher", None, 1.0, 0.54)
+    clustered = [teacher, _row("pipo", 1.0, 1.0, 0.03)]
+    clustered += [_row("pipo", tau, 1.99 - 0.03 * i, 0.54) for i, tau in enumerate((-1, 0.5, 0.8, 0.9))]
+    ax = Figure().subplots()
+    _accuracy_panel(ax, clustered, 4)
+    (inset,) = ax.child_axes
+    labels = {t.get_text() for t in inset.texts}
+    assert labels == {"-1", "0.5", "0.8", "0.9"}  # the drafting taus are labelled in the inset...
+    assert {t.get_text() for t in ax.texts} == {"τ=1"}  # ...and only the others on the panel
+    lo, hi = inset.get_xlim()
+    assert lo < 1.90 and hi > 1.99 and hi - lo < 0.2
+
+    spread = [teacher] + [_row("pipo", tau, x, 0.5) for tau, x in ((0.5, 1.2), (0.8, 1.5), (0.9, 1.9))]
+    ax = Figure().subplots()
+    _accuracy_panel(ax, spread, 4)
+    assert not ax.child_axes and len(ax.texts) == 3
