@@ -12,6 +12,11 @@ from typing import Any
 from pipo_agent.backends.eval.evaluate import ALL_FAMILIES, TEACHER
 
 
+def _drafts(tokens_per_step: float) -> bool:
+    """Whether a point is from a tau that commits drafts (more than one token per backbone step)."""
+    return tokens_per_step > 1.0 + 1e-6
+
+
 def _figure() -> Any:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -45,11 +50,11 @@ def _accuracy_panel(ax: Any, rows: list[dict[str, Any]], k: int) -> None:
         series.append((line.get_color(), points))
     # Taus that commit drafts usually land within a few hundredths of a token per step of each other,
     # where their labels would overlap: those get a zoomed inset, labelled there.
-    drafting = [(c, x, y, tau) for c, points in series for x, y, tau in points if x > 1.0 + 1e-6]
+    drafting = [(c, x, y, tau) for c, points in series for x, y, tau in points if _drafts(x)]
     zoom = len(drafting) >= 3 and max(p[1] for p in drafting) - min(p[1] for p in drafting) < 0.25
     for _, points in series:
         for x, y, tau in points:
-            if not (zoom and x > 1.0 + 1e-6):
+            if not (zoom and _drafts(x)):
                 ax.annotate(f"τ={tau:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("tokens per step")
@@ -62,7 +67,7 @@ def _accuracy_panel(ax: Any, rows: list[dict[str, Any]], k: int) -> None:
     # The drafting taus sit at the right edge; the legend goes in the other vertical half there.
     high = sum(p[2] for p in drafting) / len(drafting) > 0.5
     ax.legend(loc="lower right" if high else "upper right", fontsize=8)
-    others = [(x, y) for _, points in series for x, y, _ in points if x <= 1.0 + 1e-6]
+    others = [(x, y) for _, points in series for x, y, _ in points if not _drafts(x)]
     if teacher_acc is not None:
         others.append((1.0, teacher_acc))
     _zoomed_inset(ax, drafting, teacher_acc, others)
@@ -91,19 +96,18 @@ def _zoomed_inset(
     occupied: list[tuple[float, float]],
 ) -> None:
     xs, ys = [p[1] for p in points], [p[2] for p in points]
-    y_lo, y_hi = min(ys + ([teacher_acc] if teacher_acc is not None else [])), max(ys)
-    if teacher_acc is not None:
-        y_hi = max(y_hi, teacher_acc)
+    shown = ys + ([teacher_acc] if teacher_acc is not None else [])
+    y_lo, y_hi = min(shown), max(shown)
     x_pad, y_pad = max(0.01, 0.15 * (max(xs) - min(xs))), max(0.01, 0.25 * (y_hi - y_lo))
     inset = ax.inset_axes(_free_spot(ax, occupied + [(x, y) for _, x, y, _ in points]))
     if teacher_acc is not None:
         inset.axhline(teacher_acc, color="black", linestyle="--")
     colors = list(dict.fromkeys(p[0] for p in points))
-    for color in colors:
+    for i, color in enumerate(colors):
         mine = sorted((x, y, tau) for c, x, y, tau in points if c == color)
         inset.plot([m[0] for m in mine], [m[1] for m in mine], "o-", color=color, markersize=4)
         # Alternate label sides between systems so two series at the same tau stay readable.
-        dy = 6 if colors.index(color) % 2 == 0 else -11
+        dy = 6 if i % 2 == 0 else -11
         for x, y, tau in mine:
             inset.annotate(f"{tau:g}", (x, y), textcoords="offset points", xytext=(-4, dy), fontsize=7)
     inset.set_xlim(min(xs) - x_pad, max(xs) + x_pad)
