@@ -409,16 +409,16 @@ def _eval_table(rows: list[dict[str, Any]], k: int) -> Any:
 
 
 def _teacher_beside(model: Path | None) -> Path | None:
-    """The AR teacher that ships with a PIPO checkpoint: `<model>/teacher` (the layout `train export`
-    writes), or the shipped teacher when no model is named."""
-    from pipo_agent.backends.checkpoints import MissingCheckpointError, default_teacher_dir
+    """The AR teacher that ships with a PIPO checkpoint, or the shipped teacher when no model is named."""
+    from pipo_agent.backends.checkpoints import MissingCheckpointError, default_teacher_dir, teacher_inside
 
-    if model is None:
+    found: Path | None = None
+    if model is not None:
+        found = teacher_inside(model)
+    else:
         with contextlib.suppress(MissingCheckpointError):
-            return default_teacher_dir()
-        return None
-    beside = model / "teacher"
-    return beside if (beside / "config.json").is_file() else None
+            found = default_teacher_dir()
+    return found
 
 
 @app.command("eval")

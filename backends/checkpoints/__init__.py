@@ -7,7 +7,13 @@ Nothing here imports torch, so the CLI can resolve paths before loading anything
 from pathlib import Path
 from typing import Final
 
-__all__ = ["CHECKPOINTS_DIR", "MissingCheckpointError", "default_model_dir", "default_teacher_dir"]
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "MissingCheckpointError",
+    "default_model_dir",
+    "default_teacher_dir",
+    "teacher_inside",
+]
 
 CHECKPOINTS_DIR: Final = Path(__file__).resolve().parent
 _CONFIG_NAME: Final = "config.json"
@@ -29,6 +35,13 @@ def _checked(directory: Path, what: str) -> Path:
 def default_model_dir() -> Path:
     """The shipped PIPO checkpoint (weights, `config.json` and tokenizer files in one directory)."""
     return _checked(CHECKPOINTS_DIR / "default", "PIPO model")
+
+
+def teacher_inside(model_dir: Path) -> Path | None:
+    """The AR teacher a PIPO checkpoint folder carries in `teacher/` (the layout `train export` writes),
+    or None when it carries none."""
+    teacher = model_dir / "teacher"
+    return teacher if (teacher / _CONFIG_NAME).is_file() else None
 
 
 def default_teacher_dir() -> Path:
